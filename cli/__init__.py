@@ -1,0 +1,1 @@
+"""The ``swarmapply`` command."""

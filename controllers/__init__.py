@@ -1,0 +1,1 @@
+"""Controller loops that reconcile desired against observed state (built in later issues)."""

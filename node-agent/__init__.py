@@ -1,0 +1,1 @@
+"""The per-node agent and its drivers (built in a later issue)."""
