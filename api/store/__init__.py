@@ -1,0 +1,81 @@
+"""The revisioned object store: the contract, and backends chosen by URL.
+
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the embedded default.
+  Query options: ``synchronous=full|normal``, ``busy_timeout=SECONDS``.
+* ``mongodb://host:port/database`` — for clusters; any MongoDB wire-protocol server.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from swarmapply.api.store.base import (
+    AlreadyExists,
+    BackendError,
+    Conflict,
+    Gone,
+    InvalidObject,
+    ListResult,
+    NotFound,
+    Object,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    WatchEvent,
+)
+
+__all__ = [
+    "AlreadyExists",
+    "BackendError",
+    "Conflict",
+    "Gone",
+    "InvalidObject",
+    "ListResult",
+    "NotFound",
+    "Object",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "WatchEvent",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names.
+
+    Raises:
+        BackendError: the URL's scheme is not one swarmapply knows, or it is malformed.
+    """
+    if url.startswith("sqlite:///"):
+        from swarmapply.api.store.sqlite import SQLiteStore
+
+        path, _, query = url[len("sqlite:///") :].partition("?")
+        if not path:
+            raise BackendError(f"store URL {url!r} names no file: use sqlite:///path/state.db")
+        options = {key: values[-1] for key, values in parse_qs(query).items()}
+        unknown = set(options) - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise BackendError(
+                f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                "known: synchronous, busy_timeout"
+            )
+        try:
+            busy_timeout = float(options.get("busy_timeout", 10.0))
+        except ValueError as exc:
+            raise BackendError(f"store URL {url!r}: busy_timeout must be seconds") from exc
+        return SQLiteStore(
+            path,
+            url=url,
+            synchronous=options.get("synchronous", "full"),
+            busy_timeout=busy_timeout,
+        )
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from swarmapply.api.store.mongodb import MongoStore
+
+        return MongoStore(url)
+    scheme = urlsplit(url).scheme or url
+    raise BackendError(
+        f"unknown store URL {url!r} (scheme {scheme!r}): use sqlite:///path/state.db or "
+        "mongodb://host:port/database"
+    )
