@@ -1,0 +1,111 @@
+"""Rendering objects for people (aligned tables) and for programs (YAML, JSON, names).
+
+Pure functions from objects to text; nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import yaml
+
+from swarmapply.api.kinds import kind_info
+from swarmapply.api.quantity import format_memory
+
+Row = list[str]
+
+
+def age(timestamp: str | None, now: datetime | None = None) -> str:
+    """A Kubernetes-style age: ``45s``, ``12m``, ``3h``, ``5d``."""
+    if not timestamp:
+        return "<unknown>"
+    created = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - created).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _job_row(obj: dict[str, Any]) -> Row:
+    tasks = obj.get("spec", {}).get("tasks", [])
+    status = obj.get("status", {})
+    cores = sum(int(t.get("cores", 1)) for t in tasks)
+    memory = sum(int(t.get("memory", 0)) for t in tasks)
+    ready = status.get("tasksReady", 0)
+    return [
+        status.get("phase", "Pending"),
+        f"{ready}/{len(tasks)}",
+        str(cores),
+        format_memory(memory) if memory else "-",
+    ]
+
+
+def _task_row(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    memory = status.get("memory") or spec.get("memory")
+    return [
+        spec.get("job", "-"),
+        status.get("phase", "Pending"),
+        status.get("node") or spec.get("node") or "-",
+        status.get("cpuset") or spec.get("cpuset") or "-",
+        format_memory(int(memory)) if memory else "-",
+    ]
+
+
+def _node_row(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    capacity = status.get("capacity") or spec.get("capacity") or {}
+    allocated = status.get("allocated") or {}
+    ready = next(
+        (c.get("status") for c in status.get("conditions", []) if c.get("type") == "Ready"), None
+    )
+    state = {"True": "Ready", "False": "NotReady"}.get(str(ready), "Unknown")
+    if spec.get("unschedulable"):
+        state += ",SchedulingDisabled"
+    memory = capacity.get("memory")
+    return [
+        state,
+        f"{allocated.get('cores', 0)}/{capacity.get('cores', '?')}",
+        format_memory(int(memory)) if isinstance(memory, int) else str(memory or "-"),
+    ]
+
+
+COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
+    "Job": (("PHASE", "TASKS", "CORES", "MEMORY"), _job_row),
+    "Task": (("JOB", "PHASE", "NODE", "CPUSET", "MEMORY"), _task_row),
+    "Node": (("STATUS", "CORES", "MEMORY"), _node_row),
+}
+
+
+def table(kind: str, objects: Sequence[dict[str, Any]]) -> str:
+    """An aligned table of objects of one kind, with the columns an operator wants."""
+    headers, row = COLUMNS.get(kind, ((), lambda obj: []))
+    rows = [["NAME", *headers, "AGE"]]
+    for obj in objects:
+        meta = obj["metadata"]
+        rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp"))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def as_list(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+
+
+def render(kind: str, objects: Sequence[dict[str, Any]], fmt: str, single: bool) -> str:
+    """Objects in one of the output formats: ``table``, ``yaml``, ``json``, ``name``."""
+    if fmt == "name":
+        singular = kind_info(kind).singular
+        return "\n".join(f"{singular}.swarmapply.io/{o['metadata']['name']}" for o in objects)
+    doc: Any = objects[0] if single and len(objects) == 1 else as_list(objects)
+    if fmt == "json":
+        return json.dumps(doc, indent=2, sort_keys=False)
+    if fmt == "yaml":
+        return yaml.safe_dump(doc, sort_keys=False).rstrip()
+    return table(kind, objects)
