@@ -26,7 +26,9 @@ TEST_IMAGE = "swarmapply-test/busybox:1"
 
 def service_missing(what: str, how: str, error: BaseException | str) -> None:
     """Skip the test (on a user's machine) or fail it (in CI) because a service is absent."""
-    message = f"{what} is not reachable ({error}); {how}"
+    reason = str(error).split(" (configured timeouts")[0]
+    reason = reason if len(reason) <= 120 else reason[:117] + "..."
+    message = f"{what} is not reachable ({reason}); {how}"
     if IN_CI:
         pytest.fail(f"CI=true requires this service: {message}", pytrace=False)
     pytest.skip(message)

@@ -44,25 +44,14 @@ import pymongo.errors
 from pymongo import ReturnDocument
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from swarmapply.api.selectors import Requirement, field_values
+from swarmapply.api.selectors import Requirement
 from swarmapply.api.store.base import BackendError, Gone, Object, StoreUnavailable, WatchEvent
 from swarmapply.api.store.common import Planner, StoreBase
-from swarmapply.api.store.lifecycle import now_rfc3339, plan_release_owner, stamp
+from swarmapply.api.store.lifecycle import now_rfc3339, owner_uids, plan_release_owner, stamp
 
 T = TypeVar("T")
 Doc = dict[str, Any]
 
-#: Field selector -> field of an ``objects`` document.
-FIELDS = {
-    "metadata.name": "name",
-    "metadata.uid": "uid",
-    "metadata.ownerReferences.uid": "owners",
-    "spec.job": "spec_job",
-    "spec.node": "spec_node",
-    "status.node": "status_node",
-    "status.phase": "phase",
-    "involvedObject.uid": "involved_uid",
-}
 FILL = "FILL"
 #: Attempts a write makes while other writers keep winning the race for the same object.
 WRITE_ATTEMPTS = 100
@@ -92,22 +81,15 @@ def _read_retrying() -> Retrying:
 def _cache_document(record: Doc) -> Doc:
     """The ``objects`` document that caches ``record`` as its key's newest state."""
     obj = json.loads(record["data"])
-    values = field_values(obj)
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    doc: Doc = {
+    return {
         "kind": record["kind"],
+        "name": record["name"],
         "rev": record["_id"],
         "prev": record["prev"],
         "deleted": record["deleted"],
         "data": record["data"],
-        "owners": list(values["metadata.ownerReferences.uid"]),
-        "labels": [f"{k}={v}" for k, v in labels.items()],
+        "owners": owner_uids(obj),
     }
-    for selector, field in FIELDS.items():
-        if field not in doc:
-            doc[field] = values[selector][0] if values[selector] else None
-    doc["name"] = record["name"]
-    return doc
 
 
 def _state(doc: Doc | None) -> Object | None:
@@ -151,15 +133,11 @@ class MongoStore(StoreBase):
             self._ensure_indexes()
 
     def _ensure_indexes(self) -> None:
-        """The compare-and-swap index, and indexes for every query not by ``_id``."""
+        """The compare-and-swap index, and one index for each query that is not by ``_id``."""
         self._changes.create_index([("key", 1), ("prev", 1)], unique=True, name="key_prev")
-        self._changes.create_index([("prev", 1)], name="prev")
-        self._objects.create_index([("kind", 1), ("deleted", 1)], name="kind_deleted")
-        self._objects.create_index([("kind", 1), ("rev", 1)], name="kind_rev")
-        for field in ("spec_job", "spec_node", "status_node", "phase", "involved_uid"):
-            self._objects.create_index([("kind", 1), (field, 1)], name=f"kind_{field}")
-        self._objects.create_index([("owners", 1)], name="owners")
-        self._objects.create_index([("deleted", 1), ("rev", 1)], name="tombstones")
+        self._changes.create_index([("prev", 1)], name="prev")  # list: is a cache entry stale?
+        self._objects.create_index([("kind", 1)], name="kind")  # list
+        self._objects.create_index([("owners", 1)], name="owners")  # cascading deletes
 
     def close(self) -> None:
         self._client.close()
