@@ -2,12 +2,14 @@
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the embedded default.
   Query options: ``synchronous=full|normal``, ``busy_timeout=SECONDS``.
-* ``mongodb://host:port/database`` — for clusters; any MongoDB wire-protocol server.
+* ``mongodb://host:port/database`` — for clusters; any MongoDB wire-protocol server. Besides
+  pymongo's own options: ``min_compact_age=SECONDS`` (default 60), how old a change must be
+  before compaction may remove it.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from swarmapply.api.store.base import (
     AlreadyExists,
@@ -62,8 +64,10 @@ def open_store(url: str) -> Store:
             )
         try:
             busy_timeout = float(options.get("busy_timeout", 10.0))
-        except ValueError as exc:
-            raise BackendError(f"store URL {url!r}: busy_timeout must be seconds") from exc
+        except ValueError:
+            busy_timeout = -1.0
+        if not 0 <= busy_timeout < 86400:
+            raise BackendError(f"store URL {url!r}: busy_timeout must be a number of seconds")
         return SQLiteStore(
             path,
             url=url,
@@ -73,7 +77,17 @@ def open_store(url: str) -> Store:
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from swarmapply.api.store.mongodb import MongoStore
 
-        return MongoStore(url)
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        ours = dict(pair for pair in pairs if pair[0] == "min_compact_age")
+        rest = urlunsplit(parts._replace(query=urlencode([p for p in pairs if p[0] not in ours])))
+        try:
+            min_compact_age = float(ours.get("min_compact_age", 60.0))
+        except ValueError:
+            min_compact_age = -1.0
+        if not 0 <= min_compact_age < 10**9:
+            raise BackendError(f"store URL {url!r}: min_compact_age must be a number of seconds")
+        return MongoStore(rest, min_compact_age=min_compact_age)
     scheme = urlsplit(url).scheme or url
     raise BackendError(
         f"unknown store URL {url!r} (scheme {scheme!r}): use sqlite:///path/state.db or "

@@ -20,15 +20,16 @@ What a backend guarantees (the contract test suite checks each point on every ba
   was compacted away raises :class:`Gone`: the caller lists again.
 
 What it does not guarantee: watches do not filter by selector (callers filter), and a
-cascade of deletions is not atomic on backends without transactions (an interrupted cascade
-leaves orphans for the pruner to collect).
+cascade of deletions is not atomic on backends without transactions: a process killed in the
+middle of one leaves dependents whose owner is gone (the ``metadata.ownerReferences.uid``
+field selector finds them).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from swarmapply.errors import PermanentError, TemporaryError
@@ -113,7 +114,6 @@ class ListResult:
 
     items: list[Object]
     revision: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from swarmapply.api.selectors import (
 from swarmapply.api.store.base import AlreadyExists, InvalidObject, ListResult, NotFound, Object
 from swarmapply.api.store.lifecycle import (
     Change,
+    check_kind,
     check_kind_name,
     generated_name,
     now_rfc3339,
@@ -94,7 +95,7 @@ class StoreBase:
     ) -> ListResult:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
-        check_kind_name(kind, "x")
+        check_kind(kind)
         items, revision = self._list(kind, fields)
         selected = [
             obj

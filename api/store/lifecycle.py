@@ -10,6 +10,7 @@ rules here means the two backends cannot drift apart on them.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import secrets
 import string
@@ -49,10 +50,16 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_kind_name(kind: Any, name: Any) -> tuple[str, str]:
-    """Validate an object key; raise InvalidObject with what was expected."""
+def check_kind(kind: Any) -> str:
+    """Validate a kind; raise InvalidObject with what was expected."""
     if not isinstance(kind, str) or not _KIND.fullmatch(kind):
         raise InvalidObject(f"kind must be a CamelCase word such as 'Job', got {kind!r}")
+    return kind
+
+
+def check_kind_name(kind: Any, name: Any) -> tuple[str, str]:
+    """Validate an object key; raise InvalidObject with what was expected."""
+    check_kind(kind)
     if not isinstance(name, str) or len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
         raise InvalidObject(
             f"{kind} name {name!r} is not a DNS-1123 label (at most 63 characters: lowercase "
@@ -69,6 +76,46 @@ def object_key(obj: Any) -> tuple[str, str]:
     if not isinstance(metadata, Mapping):
         raise InvalidObject("metadata must be a mapping with a name")
     return check_kind_name(obj.get("kind"), metadata.get("name"))
+
+
+def check_storable(obj: Mapping[str, Any]) -> None:
+    """Check what the store relies on in an object: metadata shapes, and plain JSON content.
+
+    Raises:
+        InvalidObject: naming the field and what was expected.
+    """
+    metadata = obj["metadata"]
+    for field in ("labels", "annotations"):
+        value = metadata.get(field)
+        if value is not None and not (
+            isinstance(value, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            raise InvalidObject(f"metadata.{field} must map strings to strings")
+    finalizers = metadata.get("finalizers")
+    if finalizers is not None and not (
+        isinstance(finalizers, list) and all(isinstance(f, str) for f in finalizers)
+    ):
+        raise InvalidObject("metadata.finalizers must be a list of strings")
+    refs = metadata.get("ownerReferences")
+    if refs is not None and not (
+        isinstance(refs, list)
+        and all(isinstance(r, Mapping) and isinstance(r.get("uid"), str) for r in refs)
+    ):
+        raise InvalidObject(
+            "metadata.ownerReferences must be a list of mappings, each with a string uid"
+        )
+    try:
+        json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidObject(f"{obj['kind']} {metadata['name']!r} is not plain JSON: {exc}") from exc
+
+
+def check_revision(revision: Any) -> int:
+    """A revision argument: a non-negative integer."""
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        raise InvalidObject(f"a revision is a non-negative integer, got {revision!r}")
+    return revision
 
 
 def resource_version(obj: Mapping[str, Any]) -> str | None:
@@ -118,6 +165,7 @@ def plan_create(current: Object | None, obj: Object, *, now: str) -> Change:
     metadata["uid"] = str(uuid.uuid4())
     metadata["generation"] = 1
     metadata["creationTimestamp"] = now
+    check_storable(result)
     return Change("ADDED", result)
 
 
@@ -146,6 +194,7 @@ def plan_update(current: Object | None, obj: Object, *, kind: str, name: str) ->
         metadata["generation"] = int(current["metadata"].get("generation", 1)) + 1
     if result == current:
         return None
+    check_storable(result)
     return _removal_if_released(result)
 
 
@@ -163,6 +212,7 @@ def plan_update_status(
         result.pop("status", None)
     if result == current:
         return None
+    check_storable(result)
     return Change("MODIFIED", result)
 
 
@@ -196,7 +246,9 @@ def plan_release_owner(
     if current is None:
         return None
     refs = current["metadata"].get("ownerReferences") or []
-    remaining = [ref for ref in refs if ref.get("uid") != owner_uid]
+    remaining = [
+        ref for ref in refs if not (isinstance(ref, Mapping) and ref.get("uid") == owner_uid)
+    ]
     if len(remaining) == len(refs):
         return None
     if not remaining and delete_orphan:

@@ -39,15 +39,29 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+import bson.errors
 import pymongo
 import pymongo.errors
 from pymongo import ReturnDocument
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from swarmapply.api.selectors import Requirement
-from swarmapply.api.store.base import BackendError, Gone, Object, StoreUnavailable, WatchEvent
+from swarmapply.api.store.base import (
+    BackendError,
+    Gone,
+    InvalidObject,
+    Object,
+    StoreUnavailable,
+    WatchEvent,
+)
 from swarmapply.api.store.common import Planner, StoreBase
-from swarmapply.api.store.lifecycle import now_rfc3339, owner_uids, plan_release_owner, stamp
+from swarmapply.api.store.lifecycle import (
+    check_revision,
+    now_rfc3339,
+    owner_uids,
+    plan_release_owner,
+    stamp,
+)
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -55,6 +69,10 @@ Doc = dict[str, Any]
 FILL = "FILL"
 #: Attempts a write makes while other writers keep winning the race for the same object.
 WRITE_ATTEMPTS = 100
+#: An attempt to write that took longer than this (a stalled process) starts over rather than
+#: record a change based on what it read that long ago; compaction leaves alone everything
+#: younger than ``min_compact_age``, which must be well above it.
+ATTEMPT_SECONDS = 10.0
 
 
 @contextlib.contextmanager
@@ -66,6 +84,8 @@ def _translated(url: str) -> Iterator[None]:
         raise StoreUnavailable(f"MongoDB store {url}: {exc}") from exc
     except pymongo.errors.PyMongoError as exc:
         raise BackendError(f"MongoDB store {url}: {exc}") from exc
+    except bson.errors.InvalidDocument as exc:  # e.g. an object over the 16 MiB limit
+        raise InvalidObject(f"MongoDB store {url}: {exc}") from exc
 
 
 def _read_retrying() -> Retrying:
@@ -103,6 +123,10 @@ def _link_id(key: str, prev: int) -> str:
     return f"{key}#{prev}"
 
 
+class _Stalled(Exception):
+    """A write attempt cannot record what it planned (too slow, or a stale revision)."""
+
+
 class MongoStore(StoreBase):
     """A store in a MongoDB database (FerretDB works too).
 
@@ -110,11 +134,21 @@ class MongoStore(StoreBase):
         url: ``mongodb://host:port/database``; the database defaults to ``swarmapply``.
         gap_timeout: seconds a hole in the revision log may stay before it is filled.
         poll_interval: seconds between a watcher's looks at the log.
+        min_compact_age: seconds a change must have been recorded before compaction may
+            remove it (it guards writers that read the state it replaced).
     """
 
-    def __init__(self, url: str, *, gap_timeout: float = 1.0, poll_interval: float = 0.05):
+    def __init__(
+        self,
+        url: str,
+        *,
+        gap_timeout: float = 1.0,
+        poll_interval: float = 0.05,
+        min_compact_age: float = 60.0,
+    ):
         self.url = url
         self.gap_timeout = gap_timeout
+        self.min_compact_age = min_compact_age
         self.poll_interval = poll_interval
         self._gaps: dict[int, float] = {}
         self._gaps_lock = threading.Lock()
@@ -123,12 +157,13 @@ class MongoStore(StoreBase):
                 self._client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
                     url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000
                 )
-            except pymongo.errors.ConfigurationError as exc:
+            except (pymongo.errors.ConfigurationError, ValueError) as exc:
                 raise BackendError(f"bad MongoDB store URL {url!r}: {exc}") from exc
             db = self._client.get_default_database("swarmapply")
             self._changes = db["changes"]
             self._objects = db["objects"]
             self._links = db["links"]
+            self._compactions = db["compactions"]
             self._meta = db["meta"]
             self._ensure_indexes()
 
@@ -148,7 +183,18 @@ class MongoStore(StoreBase):
         return int(doc["value"]) if doc else 0
 
     def _raise_meta(self, key: str, value: int) -> None:
-        self._meta.update_one({"_id": key}, {"$max": {"value": value}}, upsert=True)
+        """Advance a hint (frontier, applied); on servers where ``$max`` races it may lag."""
+        with contextlib.suppress(pymongo.errors.DuplicateKeyError):
+            self._meta.update_one({"_id": key}, {"$max": {"value": value}}, upsert=True)
+
+    def _compacted(self) -> int:
+        """The revision up to which history may have been removed.
+
+        Compactions announce themselves with an insert each (inserts are atomic everywhere,
+        ``$max`` is not), before they remove anything.
+        """
+        newest = self._compactions.find_one(sort=[("_id", -1)])
+        return int(newest["_id"]) if newest else 0
 
     def _allocate(self) -> int:
         """A revision number (unique where ``$inc`` is atomic; otherwise inserts catch it)."""
@@ -170,7 +216,13 @@ class MongoStore(StoreBase):
         """Record that ``revision`` carries no change (its writer died or gave it up)."""
         with contextlib.suppress(pymongo.errors.DuplicateKeyError):
             self._changes.insert_one(
-                {"_id": revision, "type": FILL, "key": f"~fill/{revision}", "prev": revision}
+                {
+                    "_id": revision,
+                    "type": FILL,
+                    "key": f"~fill/{revision}",
+                    "prev": revision,
+                    "ts": time.time(),
+                }
             )
 
     def _gap_expired(self, revision: int) -> bool:
@@ -191,9 +243,13 @@ class MongoStore(StoreBase):
         """
         record = self._changes.find_one({"_id": after + 1})
         if record is not None:
+            with self._gaps_lock:
+                self._gaps.pop(after + 1, None)
             return record
         if self._meta_value("revision") <= after:
             return None
+        if self._compacted() > after:
+            return False  # removed by compaction, not a hole: never fill it
         if self._gap_expired(after + 1):
             self._fill(after + 1)
             return self._changes.find_one({"_id": after + 1})
@@ -201,7 +257,7 @@ class MongoStore(StoreBase):
 
     def _frontier(self) -> int:
         """The highest revision R such that every revision up to R is recorded."""
-        start = max(self._meta_value("frontier"), self._meta_value("compacted"))
+        start = max(self._meta_value("frontier"), self._compacted())
         frontier = start
         while isinstance(record := self._next_record(frontier), dict):
             frontier = record["_id"]
@@ -210,16 +266,20 @@ class MongoStore(StoreBase):
         return frontier
 
     # -- the cache ----------------------------------------------------------------------
-    def _cache(self, record: Doc) -> Doc:
-        """Make ``record`` the cached state of its key and link it from its predecessor."""
-        # Upserts race on some servers: a duplicate means another reader wrote the same thing,
-        # or (for the cache) something newer.
+    def _link(self, record: Doc) -> None:
+        """Point from the revision ``record`` replaces to ``record``."""
+        # Upserts race on some servers: a duplicate means another process wrote a link for
+        # the same revision; whichever has no record is ignored by readers.
         with contextlib.suppress(pymongo.errors.DuplicateKeyError):
             self._links.replace_one(
                 {"_id": _link_id(record["key"], record["prev"])},
                 {"rev": record["_id"]},
                 upsert=True,
             )
+
+    def _cache(self, record: Doc) -> Doc:
+        """Make ``record`` the cached state of its key and link it from its predecessor."""
+        self._link(record)
         doc = {"_id": record["key"], **_cache_document(record)}
         if record["prev"] == 0 or not self._cache_if_newer(doc):
             try:
@@ -242,9 +302,11 @@ class MongoStore(StoreBase):
     def _successor(self, key: str, revision: int, *, search_log: bool = False) -> Doc | None:
         """The change that replaced ``revision`` of ``key``, by link (or from the log)."""
         link = self._links.find_one({"_id": _link_id(key, revision)})
-        if link is not None:
+        if link is not None and link["rev"] > revision:
             record = self._changes.find_one({"_id": link["rev"]})
-            if record is not None and record.get("key") == key:
+            # A link may be stale (its writer lost the race, or was handed a revision
+            # already in use): only a record that names ``revision`` as its predecessor counts.
+            if record is not None and record.get("key") == key and record["prev"] == revision:
                 return record
         if search_log:
             return self._changes.find_one({"key": key, "prev": revision})
@@ -279,46 +341,61 @@ class MongoStore(StoreBase):
         key = f"{kind}/{name}"
         lost_race = False
         for attempt in range(WRITE_ATTEMPTS):
+            started = time.monotonic()
             doc = self._current(key, search_log=lost_race)
             current = _state(doc)
             change = planner(current)
             if change is None:
                 return current
             revision = self._allocate()
-            obj = stamp(change, revision).obj
-            record = {
-                "_id": revision,
-                "key": key,
-                "kind": kind,
-                "name": name,
-                "prev": doc["rev"] if doc else 0,
-                "type": change.type,
-                "deleted": change.removed,
-                "data": json.dumps(obj, separators=(",", ":"), sort_keys=True),
-            }
             try:
+                record: Doc = {
+                    "_id": revision,
+                    "key": key,
+                    "kind": kind,
+                    "name": name,
+                    "prev": doc["rev"] if doc else 0,
+                    "type": change.type,
+                    "deleted": change.removed,
+                    "data": json.dumps(stamp(change, revision).obj, separators=(",", ":")),
+                }
+                if time.monotonic() - started > ATTEMPT_SECONDS or revision <= record["prev"]:
+                    raise _Stalled  # read too long ago, or a counter that went backwards
+                # Link first: once the record exists, readers can always find it.
+                self._link(record)
+                record["ts"] = time.time()
                 self._changes.insert_one(record)
-            except pymongo.errors.DuplicateKeyError:
+            except (pymongo.errors.DuplicateKeyError, _Stalled):
                 # Either the revision was taken (a reader filled it, or the counter handed it
                 # out twice), or another writer recorded a successor of the state we read
-                # (the unique (key, prev) index). Give the revision up if it is still free,
-                # and read again, from the log itself in case a successor is not linked yet.
-                taken = self._changes.find_one({"_id": revision}, {"key": 1})
-                if taken is None:
+                # (the unique (key, prev) index), or we stalled. Give the revision up if it is
+                # still free, and read again, from the log itself in case a successor is not
+                # linked yet.
+                stale = revision <= record["prev"]  # never fill a revision that may be old
+                if not stale and self._changes.find_one({"_id": revision}, {"_id": 1}) is None:
                     self._fill(revision)
                     lost_race = True
                 time.sleep(min(0.0005 * attempt, 0.02))
                 continue
+            except BaseException:
+                with contextlib.suppress(Exception):  # do not leave a hole behind
+                    self._fill(revision)
+                raise
             self._cache(record)
             if change.removed:
-                self._release_dependents(obj["metadata"]["uid"], cascade)
-            return obj
+                self._release_dependents(change.obj["metadata"]["uid"], cascade, revision)
+            return change.obj
         raise StoreUnavailable(
             f"MongoDB store {self.url}: {key} changed under every one of {WRITE_ATTEMPTS} "
             "attempts to write it; retry later"
         )
 
-    def _release_dependents(self, uid: str, cascade: bool) -> None:
+    def _release_dependents(self, uid: str, cascade: bool, revision: int) -> None:
+        """Release the dependents of a removed owner, including those still being recorded."""
+        deadline = time.monotonic() + 2 * self.gap_timeout + 1
+        while (frontier := self._frontier()) < revision and time.monotonic() < deadline:
+            time.sleep(self.poll_interval)
+        self._roll_forward(frontier)
         now = now_rfc3339()
         for dep in self._objects.find({"owners": uid, "deleted": False}, {"kind": 1, "name": 1}):
             self._mutate_now(
@@ -365,7 +442,13 @@ class MongoStore(StoreBase):
         self._raise_meta("applied", upto)
 
     def _list(self, kind: str, fields: Sequence[Requirement]) -> tuple[list[Object], int]:
-        return self._read(lambda: self._list_now(kind, fields))
+        for _ in range(5):
+            items, revision = self._read(lambda: self._list_now(kind, fields))
+            # Reconstructing a state older than the newest one needs history; if compaction
+            # passed the list's revision meanwhile, that history may be gone: list again.
+            if self._read(self._compacted) <= revision:
+                return items, revision
+        raise StoreUnavailable(f"MongoDB store {self.url}: compaction kept overtaking a list")
 
     def _list_now(self, kind: str, fields: Sequence[Requirement]) -> tuple[list[Object], int]:
         # Every cached object of the kind is read, whatever the selectors: a cache entry that
@@ -398,13 +481,13 @@ class MongoStore(StoreBase):
         timeout: float | None = None,
     ) -> Iterator[WatchEvent]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = since
+        last = check_revision(since)
         check_compaction = True
         while stop is None or not stop.is_set():
             if check_compaction:
                 # Compaction announces itself before it deletes, so a record that is missing
                 # because it was compacted is always seen here as Gone, never as a hole.
-                compacted = self._read(partial(self._meta_value, "compacted"))
+                compacted = self._read(self._compacted)
                 if last < compacted:
                     raise Gone(last, compacted)
             record = self._read(partial(self._next_record, last))
@@ -422,14 +505,31 @@ class MongoStore(StoreBase):
         with _translated(self.url):
             return self._compact_now(revision)
 
+    def _settled_before(self, cutoff: float, low: int, high: int) -> int:
+        """The newest revision in (low, high] recorded before ``cutoff`` (or ``low``).
+
+        Every revision in that range is recorded, so a binary search by ``_id`` finds it.
+        """
+        while low < high:
+            middle = (low + high + 1) // 2
+            record = self._changes.find_one({"_id": middle}, {"ts": 1})
+            if record is not None and record.get("ts", 0) <= cutoff:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
     def _compact_now(self, revision: int) -> int:
-        target = min(revision, self._frontier())
-        old = self._meta_value("compacted")
+        old = self._compacted()
+        frontier = self._frontier()
+        target = min(check_revision(revision), frontier)
+        target = self._settled_before(time.time() - self.min_compact_age, old, target)
         if target <= old:
             return 0
         self._roll_forward(target)
         # Announce first: a watcher that then finds a hole knows it is Gone, not a gap.
-        self._raise_meta("compacted", target)
+        with contextlib.suppress(pymongo.errors.DuplicateKeyError):
+            self._compactions.insert_one({"_id": target, "ts": time.time()})
         doomed: set[int] = set()
         links: list[str] = []
         tombstones: list[Doc] = []

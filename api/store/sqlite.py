@@ -42,6 +42,7 @@ from swarmapply.api.store.base import (
 from swarmapply.api.store.common import Planner, StoreBase
 from swarmapply.api.store.lifecycle import (
     Change,
+    check_revision,
     now_rfc3339,
     owner_uids,
     plan_release_owner,
@@ -97,7 +98,10 @@ _retry_locked = retry(
 
 
 def _wrap(exc: sqlite3.Error, path: str) -> Exception:
-    if isinstance(exc, sqlite3.OperationalError):
+    """A lock held too long is temporary; anything else (no such file, read-only, corrupt,
+    disk full) needs a person."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
         return StoreUnavailable(f"SQLite store {path}: {exc}")
     return BackendError(f"SQLite store {path}: {exc}")
 
@@ -108,13 +112,8 @@ def _column_values(obj: Object) -> tuple[Any, ...]:
     status = status if isinstance(status, dict) else {}
     involved = obj.get("involvedObject")
     involved = involved if isinstance(involved, dict) else {}
-    return (
-        spec.get("job"),
-        spec.get("node"),
-        status.get("node"),
-        status.get("phase"),
-        involved.get("uid"),
-    )
+    values = (spec.get("job"), spec.get("node"), status.get("node"), status.get("phase"))
+    return tuple(v if isinstance(v, str) else None for v in (*values, involved.get("uid")))
 
 
 class SQLiteStore(StoreBase):
@@ -284,7 +283,7 @@ class SQLiteStore(StoreBase):
             current = self._read(conn, dep_kind, dep_name)
             change = plan_release_owner(current, uid, now=now, delete_orphan=cascade)
             if change is not None:
-                self._write(conn, dep_kind, dep_name, change, cascade=True)
+                self._write(conn, dep_kind, dep_name, change, cascade)
 
     @_retry_locked
     def _list(self, kind: str, fields: Sequence[Requirement]) -> tuple[list[Object], int]:
@@ -332,7 +331,7 @@ class SQLiteStore(StoreBase):
         timeout: float | None = None,
     ) -> Iterator[WatchEvent]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        last = since
+        last = check_revision(since)
         while stop is None or not stop.is_set():
             rows, compacted = self._history(kind, last)
             if last < compacted:

@@ -30,7 +30,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state.db"
     url: str = request.getfixturevalue("mongodb_store_url")
-    return url
+    return f"{url}?min_compact_age=0"  # compaction tests compact what they just wrote
 
 
 @pytest.fixture
@@ -540,3 +540,27 @@ def test_writes_from_other_processes_reach_a_watcher_promptly(store: Store, stor
     delays = sorted(max(0.0, received[name] - committed[name]) for name in committed)
     # "Within a fraction of a second": generous, so a loaded machine does not flake.
     assert delays[-1] < 1.0, f"slowest delivery {delays[-1]:.3f}s"
+
+
+def test_sqlite_errors_that_retrying_cannot_fix_are_permanent(tmp_path: Any) -> None:
+    from swarmapply.api.store import BackendError
+
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(BackendError, match="unable to open"):
+        open_store(f"sqlite:///{tmp_path}/dir.db")
+    for bad in ("busy_timeout=nan", "busy_timeout=-1", "synchronous=sometimes", "colour=red"):
+        with pytest.raises(BackendError):
+            open_store(f"sqlite:///{tmp_path}/s.db?{bad}")
+
+
+def test_store_urls_are_checked(tmp_path: Any) -> None:
+    from swarmapply.api.store import BackendError
+
+    for url in (
+        "postgres://x/y",
+        "sqlite:///",
+        "mongodb://h:99999/x",
+        "mongodb://h/x?min_compact_age=-1",
+    ):
+        with pytest.raises(BackendError):
+            open_store(url)

@@ -9,6 +9,7 @@ import pytest
 from swarmapply.api.store import AlreadyExists, Conflict, InvalidObject, NotFound
 from swarmapply.api.store.lifecycle import (
     check_kind_name,
+    check_revision,
     generated_name,
     plan_create,
     plan_delete,
@@ -129,3 +130,36 @@ def test_release_owner_deletes_orphans_unless_asked_not_to() -> None:
     assert kept.obj["metadata"]["ownerReferences"] == []
     assert plan_release_owner(current, "other", now=NOW) is None
     assert plan_release_owner(None, "o1", now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"ownerReferences": [{"uid": 2**64}]}, "ownerReferences"),
+        ({"ownerReferences": ["junk"]}, "ownerReferences"),
+        ({"ownerReferences": {"uid": "u"}}, "ownerReferences"),
+        ({"finalizers": "f"}, "finalizers"),
+        ({"finalizers": [1]}, "finalizers"),
+        ({"labels": {"a": 1}}, "labels"),
+        ({"annotations": ["x"]}, "annotations"),
+    ],
+)
+def test_malformed_metadata_is_invalid(metadata: dict[str, Any], message: str) -> None:
+    obj = {"kind": "Job", "metadata": {"name": "a", **metadata}, "spec": {}}
+    with pytest.raises(InvalidObject, match=message):
+        plan_create(None, obj, now=NOW)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1, 2}, object()])
+def test_content_that_is_not_plain_json_is_invalid(value: Any) -> None:
+    with pytest.raises(InvalidObject, match="not plain JSON"):
+        plan_create(None, {"kind": "Job", "metadata": {"name": "a"}, "spec": {"x": value}}, now=NOW)
+    with pytest.raises(InvalidObject, match="not plain JSON"):
+        plan_update_status(stored(), {**stored(), "status": {"x": value}}, kind="Job", name="a")
+
+
+@pytest.mark.parametrize("revision", [-1, "0", 1.5, True, None])
+def test_revision_arguments_are_non_negative_integers(revision: Any) -> None:
+    with pytest.raises(InvalidObject, match="non-negative integer"):
+        check_revision(revision)
+    assert check_revision(0) == 0
