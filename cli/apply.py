@@ -8,14 +8,16 @@ Status belongs to controllers and is never written by apply.
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Sequence
 from typing import Any
 
-from swarmapply.api.admission import AdmittedObject
+from swarmapply.api.admission import AdmittedObject, admit_paths
 from swarmapply.api.kinds import kind_info
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.api.store.lifecycle import desired_part
+from swarmapply.cli.context import Context
 
 #: How often apply re-reads and retries when a controller wrote the object meanwhile.
 CONFLICT_RETRIES = 5
@@ -70,3 +72,38 @@ def apply_all(store: Store, admitted: Sequence[AdmittedObject], dry_run: bool) -
 def _ref(obj: dict[str, Any]) -> str:
     name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "") + "*"
     return f"{kind_info(obj['kind']).singular}.swarmapply.io/{name}"
+
+
+def add_file_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``-f PATH`` (repeatable) and ``-R``, as apply, diff and delete take them."""
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=required,
+        metavar="PATH",
+        help="a file, a directory (*.yaml, *.yml, *.json) or - for stdin; repeatable",
+    )
+    parser.add_argument("-R", "--recursive", action="store_true", help="descend into directories")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+    parser = commands.add_parser(
+        "apply",
+        help="create or update objects from manifests",
+        description="Create or update objects from manifests. Every document is admitted "
+        "first; if any is invalid, every problem is printed and nothing is written.",
+        **kw,  # type: ignore[arg-type]
+    )
+    add_file_arguments(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would happen, write nothing"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    admitted = admit_paths(args.filename, args.recursive, ctx.stdin)
+    for line in apply_all(ctx.store(), admitted, args.dry_run):
+        ctx.out(line)
+    return 0

@@ -1,41 +1,65 @@
-"""The ``swarmapply`` command line: apply manifests and query the store.
+"""The ``swarmapply`` command line: assembles the commands and turns errors into exit codes.
 
 ``swarmapply -f PATH`` is short for ``swarmapply apply -f PATH``. Exit codes: 0 success,
-1 invalid input or a failed operation (the message says what and where), 2 bad usage.
+1 invalid input or a failed operation (one line per problem on stderr), 2 bad usage. A
+traceback is printed only with ``--debug``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from swarmapply import __version__
-from swarmapply.api.admission import AdmissionError, admit_paths
-from swarmapply.api.kinds import resolve_kind
-from swarmapply.api.store import NotFound, open_store
-from swarmapply.cli.apply import apply_all
-from swarmapply.cli.config import STORE_ENV, store_url
-from swarmapply.cli.output import render
+from swarmapply.api.admission import AdmissionError
+from swarmapply.cli.config import STORE_ENV
+from swarmapply.cli.context import Context
 from swarmapply.errors import SwarmapplyError
+
+#: The command modules, in the order ``--help`` lists them; each has register() and run().
+COMMANDS = ("apply", "diff", "get", "describe", "delete", "explain", "wait", "completion")
 
 EXAMPLES = """examples:
   swarmapply -f job.yaml                 apply one manifest
   swarmapply -f manifests/ -R            apply a directory tree
   cat job.json | swarmapply -f -         apply from standard input
   swarmapply get jobs                    list jobs as a table
-  swarmapply get job hello -o yaml       one job as YAML
+  swarmapply describe job hello          status, tasks and events of a job
+  swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--store",
         metavar="URL",
+        default=argparse.SUPPRESS,
         help=f"store URL (sqlite:///path or mongodb://host/db); default ${STORE_ENV}, "
         "else ~/.local/state/swarmapply/state.db",
     )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    return common
+
+
+def _modules() -> list[object]:
+    modules = []
+    for name in COMMANDS:
+        try:
+            modules.append(importlib.import_module(f"swarmapply.cli.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"swarmapply.cli.{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
     parser = argparse.ArgumentParser(
         prog="swarmapply",
         description="Declarative control plane for core-pinned container jobs on Docker Swarm.",
@@ -45,96 +69,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"swarmapply {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    apply = commands.add_parser(
-        "apply",
-        parents=[common],
-        help="create or update objects from manifests",
-        description="Admit every document first; write nothing if any is invalid.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    apply.add_argument(
-        "-f",
-        "--filename",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="a file, a directory (*.yaml, *.yml, *.json) or - for stdin; repeatable",
-    )
-    apply.add_argument("-R", "--recursive", action="store_true", help="descend into directories")
-    apply.add_argument(
-        "--dry-run", action="store_true", help="say what would happen, write nothing"
-    )
-
-    get = commands.add_parser(
-        "get",
-        parents=[common],
-        help="list objects",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    get.add_argument("kind", help="job(s), task(s), node(s)/no, migration(s), event(s)/ev ...")
-    get.add_argument("names", nargs="*", help="object names (default: all)")
-    get.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json", "name"))
-    get.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
-    get.add_argument("--field-selector", help="field selector, e.g. status.phase=Running")
+    for module in _modules():
+        module.register(  # type: ignore[attr-defined]
+            commands, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+    version = commands.add_parser("version", parents=[common], help="print the version")
+    version.set_defaults(handler=lambda args, ctx: ctx.out(f"swarmapply {__version__}") or 0)
     return parser
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
     """``swarmapply -f x`` means ``swarmapply apply -f x``."""
-    commands = {"apply", "get"}
-    if any(a in commands for a in argv) or not any(
+    names = {*COMMANDS, "version"}
+    if any(a in names for a in argv) or not any(
         a in ("-f", "--filename") or a.startswith(("-f", "--filename=")) for a in argv
     ):
         return argv
     return ["apply", *argv]
 
 
-def cmd_apply(args: argparse.Namespace) -> int:
-    admitted = admit_paths(args.filename, args.recursive, sys.stdin)
-    with open_store(store_url(args.store)) as store:
-        for line in apply_all(store, admitted, args.dry_run):
-            print(line)
-    return 0
-
-
-def cmd_get(args: argparse.Namespace) -> int:
-    kind = resolve_kind(args.kind)
-    with open_store(store_url(args.store)) as store:
-        if args.names:
-            objects = [store.get(kind, name) for name in args.names]
-        else:
-            objects = store.list(kind, args.selector, args.field_selector).items
-    fmt = "table" if args.output in (None, "wide") else args.output
-    if not objects and fmt == "table":
-        print("No resources found.", file=sys.stderr)
-        return 0
-    print(render(kind, objects, fmt, single=len(args.names) == 1))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
-    handlers = {"apply": cmd_apply, "get": cmd_get}
-    if args.command is None:
-        parser.print_help()
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
         return 2
+    ctx = ctx or Context()
+    ctx.store_flag = getattr(args, "store", None)
+    ctx.debug = getattr(args, "debug", False)
     try:
-        return handlers[args.command](args)
+        code: int = args.handler(args, ctx)
+        return code
+    except KeyboardInterrupt:
+        return 130
     except AdmissionError as exc:
         for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print(f"nothing was written: {len(exc.errors)} error(s)", file=sys.stderr)
-        return 1
-    except NotFound as exc:
-        print(f"Error from store: {exc}", file=sys.stderr)
+            ctx.err(f"error: {error}")
+        ctx.err(f"nothing was written: {len(exc.errors)} error(s)")
         return 1
     except SwarmapplyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if ctx.debug:
+            raise
+        ctx.err(f"error: {exc}")
         return 1
+    except Exception as exc:  # a bug, not the user's fault: say so, briefly
+        if ctx.debug:
+            raise
+        ctx.err(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
+        return 1
+    finally:
+        ctx.close()
 
 
 if __name__ == "__main__":

@@ -81,17 +81,23 @@ COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
 }
 
 
-def table(kind: str, objects: Sequence[dict[str, Any]]) -> str:
-    """An aligned table of objects of one kind, with the columns an operator wants."""
+def table_rows(kind: str, objects: Sequence[dict[str, Any]], header: bool = True) -> list[str]:
+    """Rows of an aligned table (columns fit these objects; the header first if asked)."""
     headers, row = COLUMNS.get(kind, ((), lambda obj: []))
     rows = [["NAME", *headers, "AGE"]]
     for obj in objects:
         meta = obj["metadata"]
         rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    lines = [
         "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    ]
+    return lines if header else lines[1:]
+
+
+def table(kind: str, objects: Sequence[dict[str, Any]]) -> str:
+    """An aligned table of objects of one kind, with the columns an operator wants."""
+    return "\n".join(table_rows(kind, objects))
 
 
 def as_list(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:

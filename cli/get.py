@@ -1,0 +1,106 @@
+"""``swarmapply get``: list objects as a table, YAML, JSON or names, and follow changes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+
+import yaml
+
+from swarmapply.api.kinds import resolve_kind
+from swarmapply.api.store import Gone
+from swarmapply.cli.context import Context
+from swarmapply.cli.output import render, table_rows
+
+EXAMPLES = """examples:
+  swarmapply get jobs                               all jobs, as a table
+  swarmapply get job hello -o yaml                  one job as YAML
+  swarmapply get tasks -l app=web -o wide           tasks with a label
+  swarmapply get tasks --field-selector status.node=n1
+  swarmapply get jobs -w                            follow changes until interrupted
+"""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+    parser = commands.add_parser(
+        "get",
+        help="list objects",
+        description="List objects.",
+        epilog=EXAMPLES,
+        **kw,  # type: ignore[arg-type]
+    )
+    parser.add_argument("kind", help="job(s), task(s), node(s)/no, migration(s), event(s)/ev, ...")
+    parser.add_argument("names", nargs="*", help="object names (default: all)")
+    parser.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json", "name"))
+    parser.add_argument("-l", "--selector", help="label selector, e.g. app=web,tier!=db")
+    parser.add_argument("--field-selector", help="field selector, e.g. status.phase=Running")
+    parser.add_argument(
+        "-w", "--watch", action="store_true", help="after listing, print changes as they happen"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = None) -> int:
+    kind = resolve_kind(args.kind)
+    store = ctx.store()
+    fmt = "table" if args.output in (None, "wide") else args.output
+    if args.names:
+        objects = [store.get(kind, name) for name in args.names]
+        revision = store.revision()
+    else:
+        listed = store.list(kind, args.selector, args.field_selector)
+        objects, revision = listed.items, listed.revision
+    if objects or fmt != "table":
+        ctx.out(render(kind, objects, fmt, single=len(args.names) == 1))
+    elif not args.watch:
+        ctx.err("No resources found.")
+    if args.watch:
+        follow(ctx, args, kind, fmt, revision, header=not objects, stop=stop)
+    return 0
+
+
+def follow(
+    ctx: Context,
+    args: argparse.Namespace,
+    kind: str,
+    fmt: str,
+    revision: int,
+    header: bool,
+    stop: threading.Event | None,
+) -> None:
+    """Print each later change of a matching object, until interrupted (or ``stop``)."""
+    from swarmapply.api.selectors import (
+        fields_match,
+        labels_match,
+        parse_field_selector,
+        parse_label_selector,
+    )
+
+    labels = parse_label_selector(args.selector)
+    fields = parse_field_selector(args.field_selector)
+    names = set(args.names)
+    while True:
+        try:
+            for event in ctx.store().watch(kind, revision, stop=stop):
+                revision = event.revision
+                obj = event.object
+                if names and obj["metadata"]["name"] not in names:
+                    continue
+                if not (labels_match(labels, obj["metadata"].get("labels"))
+                        and fields_match(fields, obj)):  # fmt: skip
+                    continue
+                if fmt == "table":
+                    rows = table_rows(kind, [obj], header=header)
+                    header = False
+                    suffix = "   (deleted)" if event.type == "DELETED" else ""
+                    ctx.out("\n".join(rows) + suffix)
+                elif fmt == "json":
+                    ctx.out(json.dumps({"type": event.type, "object": obj}))
+                elif fmt == "yaml":
+                    ctx.out("---\n" + yaml.safe_dump({"type": event.type, "object": obj}).rstrip())
+                else:
+                    ctx.out(render(kind, [obj], "name", single=True))
+            return
+        except Gone:  # history compacted under us: list again and carry on from there
+            revision = ctx.store().list(kind, args.selector, args.field_selector).revision
