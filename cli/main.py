@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from swarmapply import __version__
 from swarmapply.api.admission import AdmissionError
@@ -47,8 +48,8 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _modules() -> list[object]:
-    modules = []
+def _modules() -> list[ModuleType]:
+    modules: list[ModuleType] = []
     for name in COMMANDS:
         try:
             modules.append(importlib.import_module(f"swarmapply.cli.{name}"))
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"swarmapply {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _modules():
-        module.register(  # type: ignore[attr-defined]
+        module.register(
             commands, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter
         )
     version = commands.add_parser("version", parents=[common], help="print the version")
