@@ -408,10 +408,13 @@ def _fill(value: Any, schema: dict[str, Any], resolver: Any) -> None:
 
 def _type_name(schema: dict[str, Any], resolver: Any) -> str:
     schema, resolver = _merged(schema, resolver)
-    if "anyOf" in schema or "oneOf" in schema:
-        return " | ".join(
-            _type_name(b, resolver) for b in schema.get("anyOf", schema.get("oneOf", []))
-        )
+    if "type" not in schema and "properties" in schema:
+        return "object"
+    if "type" not in schema and ("anyOf" in schema or "oneOf" in schema):
+        # Branches that only add constraints (say, which fields are required) have no type.
+        names = [_type_name(b, resolver) for b in schema.get("anyOf", schema.get("oneOf", []))]
+        typed = list(dict.fromkeys(name for name in names if name != "any"))
+        return " | ".join(typed) or "any"
     kind = schema.get("type", "any")
     if kind == "array":
         return "[]" + _type_name(schema.get("items", {}), resolver)

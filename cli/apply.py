@@ -1,66 +1,65 @@
 """``swarmapply apply``: make the store hold what the manifests say.
 
 Every document is admitted first (parsed, converted, defaulted, validated); when any is
-invalid every problem is printed and nothing is written. Then each object is created, or its
-desired part (labels, annotations and everything outside metadata and status) is replaced.
-Status belongs to controllers and is never written by apply.
+invalid every problem is printed and nothing is written. Each object is then created, or
+three-way merged (:mod:`swarmapply.api.merge`): what the manifest sets is set, what the
+previous apply set and the manifest no longer has is removed, and what others wrote (status,
+fields controllers own) is left alone. The configuration applied is kept in an annotation
+for the next apply. Not atomic across objects: each object is written on its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 from swarmapply.api.admission import AdmittedObject, admit_paths
 from swarmapply.api.kinds import kind_info
+from swarmapply.api.merge import configuration, last_applied, three_way_merge, with_last_applied
 from swarmapply.api.store import Conflict, NotFound, Store
-from swarmapply.api.store.lifecycle import desired_part
 from swarmapply.cli.context import Context
 
 #: How often apply re-reads and retries when a controller wrote the object meanwhile.
 CONFLICT_RETRIES = 5
 
 
-def merged(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The live object with the manifest's desired part, labels and annotations."""
-    result = copy.deepcopy(live)
-    for key in list(desired_part(result)):
-        del result[key]
-    result.update(copy.deepcopy(desired_part(desired)))
-    for field in ("labels", "annotations"):
-        if field in desired["metadata"]:
-            result["metadata"][field] = copy.deepcopy(desired["metadata"][field])
-        else:
-            result["metadata"].pop(field, None)
-    return result
+def planned(store: Store, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The live object (None if absent) and what apply would make of it."""
+    config = with_last_applied(configuration(obj))
+    name = obj["metadata"].get("name")
+    try:
+        live = store.get(obj["kind"], name) if name else None
+    except NotFound:
+        live = None
+    if live is None:
+        return None, config
+    return live, three_way_merge(last_applied(live), config, live)
 
 
 def apply_one(store: Store, obj: dict[str, Any], dry_run: bool) -> str:
-    """Create or update one admitted object; returns what happened (``created``...)."""
-    kind = obj["kind"]
-    name = obj["metadata"].get("name")
+    """Create or merge one admitted object; returns what happened (``created``...)."""
     for _ in range(CONFLICT_RETRIES):
-        try:
-            live = store.get(kind, name) if name else None
-        except NotFound:
-            live = None
+        live, want = planned(store, obj)
         if live is None:
             if not dry_run:
-                obj = store.create(obj)
-            return f"{_ref(obj)} created"
-        want = merged(live, obj)
+                want = store.create(want)
+            return f"{_ref(want)} created"
         if want == live:
             return f"{_ref(live)} unchanged"
         if dry_run:
             return f"{_ref(live)} configured"
         try:
-            store.update(want)
+            store.update(want)  # carries live's resourceVersion: compare-and-swap
         except Conflict:
             continue
         return f"{_ref(live)} configured"
-    raise Conflict(kind, str(name), "(latest)", "(changing faster than apply could follow)")
+    raise Conflict(
+        obj["kind"],
+        str(obj["metadata"].get("name")),
+        "(latest)",
+        "(changing faster than apply could follow)",
+    )
 
 
 def apply_all(store: Store, admitted: Sequence[AdmittedObject], dry_run: bool) -> list[str]:
@@ -87,13 +86,13 @@ def add_file_arguments(parser: argparse.ArgumentParser, required: bool = True) -
     parser.add_argument("-R", "--recursive", action="store_true", help="descend into directories")
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     parser = commands.add_parser(
         "apply",
         help="create or update objects from manifests",
         description="Create or update objects from manifests. Every document is admitted "
         "first; if any is invalid, every problem is printed and nothing is written.",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     add_file_arguments(parser)
     parser.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from typing import Any
 
 import yaml
 
@@ -22,13 +23,13 @@ EXAMPLES = """examples:
 """
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     parser = commands.add_parser(
         "get",
         help="list objects",
         description="List objects.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument("kind", help="job(s), task(s), node(s)/no, migration(s), event(s)/ev, ...")
     parser.add_argument("names", nargs="*", help="object names (default: all)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
         listed = store.list(kind, args.selector, args.field_selector)
         objects, revision = listed.items, listed.revision
     if objects or fmt != "table":
-        ctx.out(render(kind, objects, fmt, single=len(args.names) == 1))
+        ctx.out(render(kind, objects, fmt, single=len(args.names) == 1, color=ctx.color))
     elif not args.watch:
         ctx.err("No resources found.")
     if args.watch:
@@ -91,7 +92,7 @@ def follow(
                         and fields_match(fields, obj)):  # fmt: skip
                     continue
                 if fmt == "table":
-                    rows = table_rows(kind, [obj], header=header)
+                    rows = table_rows(kind, [obj], header=header, color=ctx.color)
                     header = False
                     suffix = "   (deleted)" if event.type == "DELETED" else ""
                     ctx.out("\n".join(rows) + suffix)

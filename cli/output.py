@@ -81,30 +81,59 @@ COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
 }
 
 
-def table_rows(kind: str, objects: Sequence[dict[str, Any]], header: bool = True) -> list[str]:
-    """Rows of an aligned table (columns fit these objects; the header first if asked)."""
+_COLOURS = {"green": "32", "yellow": "33", "red": "31"}
+_STATE_COLOURS = {
+    "Running": "green",
+    "Succeeded": "green",
+    "Ready": "green",
+    "Pending": "yellow",
+    "Scheduled": "yellow",
+    "Unknown": "yellow",
+    "Failed": "red",
+    "NotReady": "red",
+}
+
+
+def _paint(cell: str, padded: str) -> str:
+    colour = _STATE_COLOURS.get(cell.split(",")[0])
+    return f"\033[{_COLOURS[colour]}m{padded}\033[0m" if colour else padded
+
+
+def table_rows(
+    kind: str, objects: Sequence[dict[str, Any]], header: bool = True, color: bool = False
+) -> list[str]:
+    """Rows of an aligned table (columns fit these objects; the header first if asked).
+
+    With ``color``, phases and node states are coloured (after padding, so columns align).
+    """
     headers, row = COLUMNS.get(kind, ((), lambda obj: []))
     rows = [["NAME", *headers, "AGE"]]
     for obj in objects:
         meta = obj["metadata"]
         rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp"))])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "   ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
+    lines = []
+    for index, r in enumerate(rows):
+        cells = [
+            _paint(cell, cell.ljust(w)) if color and index else cell.ljust(w)
+            for cell, w in zip(r, widths, strict=True)
+        ]
+        lines.append("   ".join(cells).rstrip())
     return lines if header else lines[1:]
 
 
-def table(kind: str, objects: Sequence[dict[str, Any]]) -> str:
+def table(kind: str, objects: Sequence[dict[str, Any]], color: bool = False) -> str:
     """An aligned table of objects of one kind, with the columns an operator wants."""
-    return "\n".join(table_rows(kind, objects))
+    return "\n".join(table_rows(kind, objects, color=color))
 
 
 def as_list(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": list(objects)}
 
 
-def render(kind: str, objects: Sequence[dict[str, Any]], fmt: str, single: bool) -> str:
+def render(
+    kind: str, objects: Sequence[dict[str, Any]], fmt: str, single: bool, color: bool = False
+) -> str:
     """Objects in one of the output formats: ``table``, ``yaml``, ``json``, ``name``."""
     if fmt == "name":
         singular = kind_info(kind).singular
@@ -114,4 +143,4 @@ def render(kind: str, objects: Sequence[dict[str, Any]], fmt: str, single: bool)
         return json.dumps(doc, indent=2, sort_keys=False)
     if fmt == "yaml":
         return yaml.safe_dump(doc, sort_keys=False).rstrip()
-    return table(kind, objects)
+    return table(kind, objects, color)

@@ -128,3 +128,16 @@ def mongodb_store_url(mongodb_server_url: str) -> Iterator[str]:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_server_url)
     client.drop_database(db)
     client.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
+def cli_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A fresh store of each backend, made the command line's default (SWARMAPPLY_STORE)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/state.db"
+    else:
+        url = request.getfixturevalue("mongodb_store_url")
+    monkeypatch.setenv("SWARMAPPLY_STORE", url)
+    return url

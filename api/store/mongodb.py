@@ -81,7 +81,9 @@ def _translated(url: str) -> Iterator[None]:
     try:
         yield
     except pymongo.errors.ConnectionFailure as exc:
-        raise StoreUnavailable(f"MongoDB store {url}: {exc}") from exc
+        # pymongo appends its whole topology description: keep the part a person reads.
+        reason = str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0]
+        raise StoreUnavailable(f"MongoDB store {url} is unreachable: {reason}") from exc
     except pymongo.errors.PyMongoError as exc:
         raise BackendError(f"MongoDB store {url}: {exc}") from exc
     except bson.errors.InvalidDocument as exc:  # e.g. an object over the 16 MiB limit

@@ -25,10 +25,8 @@ spec:
 
 
 @pytest.fixture
-def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path}/state.db"
-    monkeypatch.setenv("SWARMAPPLY_STORE", url)
-    return url
+def store_url(cli_store: str) -> str:
+    return cli_store
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -132,3 +130,116 @@ def test_get_formats(store_url: str, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1 and 'Job "missing" not found' in err
     code, _, err = run(capsys, "get", "jbos")
     assert code == 1 and "unknown kind" in err
+
+
+def test_reapply_removes_a_field_removed_from_the_file_and_keeps_others_fields(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB.replace("spec:\n", "spec:\n  ttlSecondsAfterFinished: 60\n"))
+    run(capsys, "-f", str(manifest))
+    with open_store(store_url) as store:
+        live = store.get("Job", "web")
+        assert live["spec"]["ttlSecondsAfterFinished"] == 60
+        live["metadata"]["labels"]["added-by"] = "operator"
+        store.update(live)
+    manifest.write_text(JOB)
+    assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web configured\n"
+    assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web unchanged\n"
+    with open_store(store_url) as store:
+        job = store.get("Job", "web")
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert job["metadata"]["labels"] == {"app": "web", "added-by": "operator"}
+    assert job["metadata"]["generation"] == 2
+
+
+def test_diff_shows_what_apply_would_change(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB)
+    code, out, _ = run(capsys, "diff", "-f", str(manifest))
+    assert code == 1 and "+++ applied/job.swarmapply.io/web" in out and "+  name: web" in out
+    run(capsys, "-f", str(manifest))
+    assert run(capsys, "diff", "-f", str(manifest)) == (0, "", "")
+    manifest.write_text(JOB.replace("cores: 2", "cores: 4"))
+    code, out, _ = run(capsys, "diff", "-f", str(manifest))
+    assert code == 1
+    assert "-    cores: 2" in out and "+    cores: 4" in out
+    with open_store(store_url) as store:
+        assert store.get("Job", "web")["spec"]["tasks"][0]["cores"] == 2
+    (tmp_path / "bad.yaml").write_text("kind: Job\n")
+    code, _, err = run(capsys, "diff", "-f", str(tmp_path / "bad.yaml"))
+    assert code == 2 and "bad.yaml: document 1" in err
+
+
+def test_get_watch_streams_changes(store_url: str) -> None:
+    import io
+    import threading
+    import time
+
+    from swarmapply.cli.context import Context
+    from swarmapply.cli.get import run as get_run
+    from swarmapply.cli.main import build_parser
+
+    def node(name: str) -> dict[str, object]:
+        return {"apiVersion": "swarmapply.io/v1", "kind": "Node", "metadata": {"name": name},
+                "spec": {}}  # fmt: skip
+
+    with open_store(store_url) as store:
+        store.create(node("n1"))
+    stop = threading.Event()
+    out = io.StringIO()
+    ctx = Context(stdout=out)
+    args = build_parser().parse_args(["get", "nodes", "-w"])
+    watcher = threading.Thread(target=get_run, args=(args, ctx, stop))
+    watcher.start()
+    try:
+        with open_store(store_url) as store:
+            store.create(node("n2"))
+            store.delete("Node", "n1")
+        deadline = time.monotonic() + 10
+        while "(deleted)" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        ctx.close()
+    lines = [line.split()[0] for line in out.getvalue().splitlines()]
+    assert lines == ["NAME", "n1", "n2", "n1"]
+    assert out.getvalue().splitlines()[-1].endswith("(deleted)")
+
+
+def test_version_usage_errors_and_an_unreachable_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from swarmapply import __version__
+
+    assert run(capsys, "version") == (0, f"swarmapply {__version__}\n", "")
+    with pytest.raises(SystemExit) as usage:
+        main(["get"])
+    assert usage.value.code == 2
+    assert "usage: swarmapply get" in capsys.readouterr().err
+    code, _, err = run(capsys, "--store", "mongodb://127.0.0.1:1/x", "get", "jobs")
+    assert code == 1
+    assert err.count("\n") == 1 and "mongodb://127.0.0.1:1/x" in err
+    code, _, err = run(capsys, "get", "jobs", "--store", f"sqlite:///{tmp_path}")
+    assert code == 1 and "unable to open" in err and "Traceback" not in err
+
+
+def test_the_command_runs_as_a_program(tmp_path: Path, store_url: str) -> None:
+    import subprocess
+    import sys
+
+    source = ROOT / "manifests"
+    applied = subprocess.run(
+        [sys.executable, "-m", "swarmapply", "-f", str(source), "-R"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert "job.swarmapply.io/hello created" in applied.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "swarmapply", "get", "jobs", "-o", "name"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "job.swarmapply.io/hello" in listed.stdout.split()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from swarmapply.cli.config import default_store_url, store_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,3 +30,36 @@ def test_ci_runs_the_readme_test_command() -> None:
     match = re.search(r'^TEST_COMMAND="([^"]+)"', ci, re.MULTILINE)
     assert match, ".ci/run must define TEST_COMMAND"
     assert f"```sh\n{match[1]}\n```" in readme
+
+
+def test_tables_are_coloured_only_when_asked_and_stay_aligned() -> None:
+    from swarmapply.cli.output import table
+
+    jobs = [
+        {"kind": "Job", "metadata": {"name": "a"}, "spec": {"tasks": []},
+         "status": {"phase": "Running"}},
+        {"kind": "Job", "metadata": {"name": "bb"}, "spec": {"tasks": []},
+         "status": {"phase": "Failed"}},
+    ]  # fmt: skip
+    plain = table("Job", jobs)
+    assert "\033[" not in plain
+    coloured = table("Job", jobs, color=True)
+    assert "\033[32mRunning" in coloured and "\033[31mFailed" in coloured
+    strip = __import__("re").compile(r"\033\[[0-9;]*m")
+    assert strip.sub("", coloured) == plain
+
+
+def test_colour_follows_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from swarmapply.cli.context import Context
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert Context(stdout=Terminal()).color
+    assert not Context(stdout=io.StringIO()).color
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Context(stdout=Terminal()).color
