@@ -17,6 +17,7 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from swarmapply.api.kinds import KINDS
 from swarmapply.cli.context import Context
@@ -324,7 +325,7 @@ def _fish_options(spec: CommandSpec, condition: str) -> list[str]:
 SCRIPTS = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     """Adds the ``completion`` command to the command parsers."""
     parser = commands.add_parser(
         "completion",
@@ -332,7 +333,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         description="Print a completion script for a shell to standard output: commands,\n"
         "options, option values and kind words, generated from this version's parser.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument("shell", choices=tuple(SCRIPTS), help="the shell to complete in")
     parser.set_defaults(handler=run)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from swarmapply.api.admission import admit_paths
 from swarmapply.api.store import Conflict, NotFound, Object, Store
@@ -157,7 +157,7 @@ def delete_one(
     return store.delete(kind, name, cascade=cascade)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     """Adds the ``delete`` command to the command parsers."""
     parser = commands.add_parser(
         "delete",
@@ -166,7 +166,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         "or by manifests (-f). Objects with finalizers are marked for deletion and go away\n"
         "when the finalizers are removed.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument("kind", nargs="?", help="job(s), task(s), node(s)/no, ... or KIND/NAME")
     parser.add_argument("names", nargs="*", help="object names")

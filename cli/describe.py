@@ -54,7 +54,7 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _NONE = "<none>"
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     """Adds the ``describe`` command to the command line.
 
     Args:
@@ -67,7 +67,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         description="Show one object in detail: spec and status, the tasks it owns or runs, "
         "its conditions and the events about it (oldest first), and why a pending job waits.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument("kind", help="job, task, node/no, migration/mig, ... (or KIND/NAME)")
     parser.add_argument("name", nargs="?", help="the object's name")

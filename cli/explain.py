@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from swarmapply.api.kinds import API_VERSION, resolve_kind
 from swarmapply.api.schema import FieldDoc, UnknownFieldError, field_doc
@@ -36,7 +37,7 @@ WIDTH = 80
 MAX_DEPTH = 12
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     """Adds the ``explain`` command to the command line.
 
     Args:
@@ -49,7 +50,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         description="Document a kind or one of its fields: type, description, default, "
         "allowed values, and the fields below it. Lists are looked through.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument(
         "target", metavar="KIND[.FIELD.PATH]", help="e.g. job, jobs.spec, job.spec.tasks.cores"

@@ -293,7 +293,7 @@ def _snapshot(
     return listed.revision
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: object) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
     """Adds the ``wait`` command to the command parsers."""
     parser = commands.add_parser(
         "wait",
@@ -302,7 +302,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         "deleted. The current state is checked first, then the store's changes are followed\n"
         "until every condition has held or the timeout passes.",
         epilog=EXAMPLES,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     parser.add_argument(
         "targets", nargs="+", metavar="KIND/NAME", help="objects: KIND/NAME ... or KIND NAME ..."

@@ -18,10 +18,9 @@ MiB = 2**20
 
 
 @pytest.fixture
-def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path}/s.db"
-    monkeypatch.setenv("SWARMAPPLY_STORE", url)
-    return url
+def store_url(cli_store: str) -> str:
+    """Each store backend in turn, as the command line's default store."""
+    return cli_store
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
