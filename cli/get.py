@@ -45,14 +45,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
 def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = None) -> int:
     kind = resolve_kind(args.kind)
     store = ctx.store()
-    fmt = "table" if args.output in (None, "wide") else args.output
+    fmt = args.output or "table"
     if args.names:
         objects = [store.get(kind, name) for name in args.names]
         revision = store.revision()
     else:
         listed = store.list(kind, args.selector, args.field_selector)
         objects, revision = listed.items, listed.revision
-    if objects or fmt != "table":
+    if objects or fmt not in ("table", "wide"):
         ctx.out(render(kind, objects, fmt, single=len(args.names) == 1, color=ctx.color))
     elif not args.watch:
         ctx.err("No resources found.")
@@ -91,8 +91,10 @@ def follow(
                 if not (labels_match(labels, obj["metadata"].get("labels"))
                         and fields_match(fields, obj)):  # fmt: skip
                     continue
-                if fmt == "table":
-                    rows = table_rows(kind, [obj], header=header, color=ctx.color)
+                if fmt in ("table", "wide"):
+                    rows = table_rows(
+                        kind, [obj], header=header, color=ctx.color, wide=fmt == "wide"
+                    )
                     header = False
                     suffix = "   (deleted)" if event.type == "DELETED" else ""
                     ctx.out("\n".join(rows) + suffix)

@@ -74,6 +74,31 @@ def _node_row(obj: dict[str, Any]) -> Row:
     ]
 
 
+def _job_wide(obj: dict[str, Any]) -> Row:
+    spec = obj.get("spec", {})
+    network = spec.get("network") or {}
+    return [str(spec.get("priority", 0)), network.get("name", "-"), spec.get("restartPolicy", "-")]
+
+
+def _task_wide(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    container = status.get("containerID") or "-"
+    return [spec.get("image", "-"), container[:12], str(status.get("restarts", 0))]
+
+
+def _node_wide(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    address = status.get("address") or spec.get("address") or "-"
+    return [address, status.get("role", "-"), status.get("engineVersion", "-")]
+
+
+#: Extra columns ``-o wide`` adds after the default ones.
+WIDE_COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
+    "Job": (("PRIORITY", "NETWORK", "RESTART"), _job_wide),
+    "Task": (("IMAGE", "CONTAINER", "RESTARTS"), _task_wide),
+    "Node": (("ADDRESS", "ROLE", "ENGINE"), _node_wide),
+}
+
 COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
     "Job": (("PHASE", "TASKS", "CORES", "MEMORY"), _job_row),
     "Task": (("JOB", "PHASE", "NODE", "CPUSET", "MEMORY"), _task_row),
@@ -100,17 +125,23 @@ def _paint(cell: str, padded: str) -> str:
 
 
 def table_rows(
-    kind: str, objects: Sequence[dict[str, Any]], header: bool = True, color: bool = False
+    kind: str,
+    objects: Sequence[dict[str, Any]],
+    header: bool = True,
+    color: bool = False,
+    wide: bool = False,
 ) -> list[str]:
     """Rows of an aligned table (columns fit these objects; the header first if asked).
 
     With ``color``, phases and node states are coloured (after padding, so columns align).
     """
     headers, row = COLUMNS.get(kind, ((), lambda obj: []))
-    rows = [["NAME", *headers, "AGE"]]
+    extra, extra_row = WIDE_COLUMNS.get(kind, ((), lambda obj: [])) if wide else ((), None)
+    rows = [["NAME", *headers, "AGE", *extra]]
     for obj in objects:
         meta = obj["metadata"]
-        rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp"))])
+        more = extra_row(obj) if extra_row else []
+        rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp")), *more])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for index, r in enumerate(rows):
@@ -122,9 +153,11 @@ def table_rows(
     return lines if header else lines[1:]
 
 
-def table(kind: str, objects: Sequence[dict[str, Any]], color: bool = False) -> str:
+def table(
+    kind: str, objects: Sequence[dict[str, Any]], color: bool = False, wide: bool = False
+) -> str:
     """An aligned table of objects of one kind, with the columns an operator wants."""
-    return "\n".join(table_rows(kind, objects, color=color))
+    return "\n".join(table_rows(kind, objects, color=color, wide=wide))
 
 
 def as_list(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -134,7 +167,7 @@ def as_list(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def render(
     kind: str, objects: Sequence[dict[str, Any]], fmt: str, single: bool, color: bool = False
 ) -> str:
-    """Objects in one of the output formats: ``table``, ``yaml``, ``json``, ``name``."""
+    """Objects in one of the output formats: ``table``, ``wide``, ``yaml``, ``json``, ``name``."""
     if fmt == "name":
         singular = kind_info(kind).singular
         return "\n".join(f"{singular}.swarmapply.io/{o['metadata']['name']}" for o in objects)
@@ -143,4 +176,4 @@ def render(
         return json.dumps(doc, indent=2, sort_keys=False)
     if fmt == "yaml":
         return yaml.safe_dump(doc, sort_keys=False).rstrip()
-    return table(kind, objects, color)
+    return table(kind, objects, color, wide=fmt == "wide")

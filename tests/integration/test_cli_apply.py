@@ -122,6 +122,11 @@ def test_get_formats(store_url: str, capsys: pytest.CaptureFixture[str]) -> None
         "MEMORY",
         "AGE",
     ]
+    wide = run(capsys, "get", "jobs", "-o", "wide")[1].splitlines()
+    assert wide[0].split() == [
+        "NAME", "PHASE", "TASKS", "CORES", "MEMORY", "AGE", "PRIORITY", "NETWORK", "RESTART"
+    ]  # fmt: skip
+    assert any(line.split()[0] == "hello" and "hello-net" in line.split() for line in wide)
     listed = yaml.safe_load(run(capsys, "get", "no", "-o", "yaml")[1])
     assert listed["kind"] == "List" and len(listed["items"]) >= 1
     names = run(capsys, "get", "jobs", "-o", "name")[1].split()
