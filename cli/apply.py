@@ -20,6 +20,14 @@ from swarmapply.api.merge import configuration, last_applied, three_way_merge, w
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.cli.context import Context
 
+EXAMPLES = """examples:
+  swarmapply apply -f job.yaml              one manifest (swarmapply -f job.yaml is the same)
+  swarmapply apply -f jobs/ -R              every *.yaml, *.yml, *.json below jobs/
+  swarmapply apply -f a.yaml -f b.json      several files; all are checked before any is applied
+  cat job.json | swarmapply apply -f -      from standard input (RESTfulSwarm documents too)
+  swarmapply apply -f jobs/ --dry-run       what would be created or configured
+"""
+
 #: How often apply re-reads and retries when a controller wrote the object meanwhile.
 CONFLICT_RETRIES = 5
 
@@ -91,7 +99,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         "apply",
         help="create or update objects from manifests",
         description="Create or update objects from manifests. Every document is admitted "
-        "first; if any is invalid, every problem is printed and nothing is written.",
+        "first; if any is invalid, every problem is printed and nothing is written. Apply "
+        "merges against the configuration it last applied: fields removed from a file are "
+        "removed, fields others wrote are kept.",
+        epilog=EXAMPLES,
         **kw,
     )
     add_file_arguments(parser)

@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(
             commands, parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter
         )
-    version = commands.add_parser("version", parents=[common], help="print the version")
+    version = commands.add_parser(
+        "version",
+        parents=[common],
+        help="print the version",
+        epilog="example:\n  swarmapply version      prints: swarmapply " + __version__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     version.set_defaults(handler=lambda args, ctx: ctx.out(f"swarmapply {__version__}") or 0)
     return parser
 

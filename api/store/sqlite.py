@@ -153,10 +153,13 @@ class SQLiteStore(StoreBase):
     # -- connections --------------------------------------------------------------------
     def _prepare_file(self) -> None:
         file = Path(self.path)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if not file.exists():
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            if not file.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise BackendError(f"SQLite store {self.path}: cannot create it: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

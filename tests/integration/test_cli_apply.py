@@ -248,3 +248,17 @@ def test_the_command_runs_as_a_program(tmp_path: Path, store_url: str) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "job.swarmapply.io/hello" in listed.stdout.split()
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["apply", "diff", "get", "describe", "delete", "explain", "wait", "completion", "version"],
+)
+def test_every_command_documents_examples_in_its_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and f"swarmapply {command}" in out.split("example", 1)[1]

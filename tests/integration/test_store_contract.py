@@ -548,6 +548,9 @@ def test_sqlite_errors_that_retrying_cannot_fix_are_permanent(tmp_path: Any) -> 
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(BackendError, match="unable to open"):
         open_store(f"sqlite:///{tmp_path}/dir.db")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackendError, match="cannot create it"):
+        open_store(f"sqlite:///{tmp_path}/file/below/state.db")
     for bad in ("busy_timeout=nan", "busy_timeout=-1", "synchronous=sometimes", "colour=red"):
         with pytest.raises(BackendError):
             open_store(f"sqlite:///{tmp_path}/s.db?{bad}")
