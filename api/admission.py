@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from swarmapply.api import restfulswarm
@@ -83,14 +83,17 @@ class AdmittedObject:
     Attributes:
         source: The source's name.
         document: The 0-based index of the document in the source.
-        obj: The object, ready to be written.
+        obj: The object, ready to be written (defaults filled in).
         converted_from: ``"restfulswarm"`` if converted from a RESTfulSwarm job, else ``None``.
+        config: What the document itself sets, in canonical form but without defaults: the
+            configuration apply owns (a default is not the user's to impose on a live object).
     """
 
     source: str
     document: int
     obj: dict[str, Any]
     converted_from: str | None
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------- parsing
@@ -135,6 +138,7 @@ def _below(path: Path, roots: Iterable[Path]) -> bool:
 @dataclass
 class _Checked:
     obj: dict[str, Any] | None = None  # set only when the document is valid
+    config: dict[str, Any] | None = None  # the same, without defaults
     origin: str | None = None
     key: tuple[str, str] | None = None  # the (kind, name) it defines, if it names one
     name_path: Path = ("metadata", "name")  # where that name is, in the original document
@@ -179,6 +183,7 @@ def _check(doc: Document) -> _Checked:
     result.problems = _prefixed(doc, problems)
     if not problems:
         result.obj = obj
+        result.config = normalize(value, defaults=False)[0]
     return result
 
 
@@ -236,7 +241,11 @@ def admit(sources: Iterable[tuple[str, str]]) -> list[AdmittedObject]:
             problems.sort(key=lambda item: _path_key(item[0]))
             source_errors += [FieldError(source, doc.index, format_path(p), m) for p, m in problems]
             if checked.obj is not None:
-                admitted.append(AdmittedObject(source, doc.index, checked.obj, checked.origin))
+                admitted.append(
+                    AdmittedObject(
+                        source, doc.index, checked.obj, checked.origin, checked.config or {}
+                    )
+                )
         errors += sorted(source_errors, key=lambda error: error.document)
     if errors:
         raise AdmissionError(errors)

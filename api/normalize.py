@@ -35,11 +35,13 @@ Problem = tuple[Path, str]
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
 
 
-def normalize(obj: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+def normalize(obj: dict[str, Any], defaults: bool = True) -> tuple[dict[str, Any], list[Problem]]:
     """Applies admission defaults to an object and checks the rules the schema cannot express.
 
     Args:
         obj: A v1 object whose ``kind`` is known; other fields may hold anything.
+        defaults: With False, values are only put in canonical form (bytes, cpusets, command
+            lists) and nothing absent is filled in: what the user wrote, as apply owns it.
 
     Returns:
         A normalised deep copy (with schema defaults filled in) and the problems found, each
@@ -57,9 +59,9 @@ def normalize(obj: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
     spec = result.get("spec")
     if isinstance(spec, dict):
         if kind == "Job":
-            _job(result, spec, problems)
+            _job(result, spec, problems, defaults)
         elif kind == "Task":
-            _task(spec, ("spec",), problems)
+            _task(spec, ("spec",), problems, defaults)
             _name(spec.get("job"), ("spec", "job"), problems)
         elif kind == "Node":
             capacity = spec.get("capacity")
@@ -70,7 +72,7 @@ def normalize(obj: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
                 _name(spec.get(field), ("spec", field), problems)
         elif kind == "Checkpoint":
             _name(spec.get("task"), ("spec", "task"), problems)
-    return with_defaults(result), problems
+    return (with_defaults(result) if defaults else result), problems
 
 
 def _name(value: Any, path: Path, problems: list[Problem]) -> None:
@@ -107,7 +109,9 @@ def _metadata(kind: str, metadata: dict[str, Any], problems: list[Problem]) -> N
                     problems.append((("metadata", field, str(key)), problem))
 
 
-def _job(obj: dict[str, Any], spec: dict[str, Any], problems: list[Problem]) -> None:
+def _job(
+    obj: dict[str, Any], spec: dict[str, Any], problems: list[Problem], defaults: bool
+) -> None:
     tasks = spec.get("tasks")
     if isinstance(tasks, list):
         first_use: dict[str, int] = {}
@@ -130,15 +134,15 @@ def _job(obj: dict[str, Any], spec: dict[str, Any], problems: list[Problem]) -> 
                     )
                 else:
                     first_use[name] = i
-            _task(task, path, problems)
+            _task(task, path, problems, defaults)
     job_name = (
         (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
     )
     network = spec.get("network")
-    if network is None and "network" not in spec:
+    if network is None and "network" not in spec and defaults:
         network = spec["network"] = {}
     if isinstance(network, dict):
-        if "name" not in network and isinstance(job_name, str):
+        if "name" not in network and isinstance(job_name, str) and defaults:
             network["name"] = job_name
         subnet = network.get("subnet")
         if isinstance(subnet, str):
@@ -176,7 +180,7 @@ def _memory(holder: dict[str, Any], path: Path, problems: list[Problem], minimum
         )
 
 
-def _task(task: dict[str, Any], path: Path, problems: list[Problem]) -> None:
+def _task(task: dict[str, Any], path: Path, problems: list[Problem], defaults: bool) -> None:
     """Normalises and checks one task: of a Job's spec.tasks[], or a Task's spec."""
     command = task.get("command")
     if isinstance(command, str):
@@ -204,7 +208,8 @@ def _task(task: dict[str, Any], path: Path, problems: list[Problem]) -> None:
                 )
             given = task.get("cores")
             if given is None:
-                task["cores"] = len(cores)
+                if defaults:
+                    task["cores"] = len(cores)
             elif isinstance(given, int) and not isinstance(given, bool) and given != len(cores):
                 problems.append(
                     (

@@ -11,14 +11,17 @@ for the next apply. Not atomic across objects: each object is written on its own
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
-from swarmapply.api.admission import AdmittedObject, admit_paths
+from swarmapply.api.admission import AdmissionError, AdmittedObject, FieldError, admit_paths
 from swarmapply.api.kinds import kind_info
 from swarmapply.api.merge import configuration, last_applied, three_way_merge, with_last_applied
+from swarmapply.api.normalize import normalize
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.cli.context import Context
+from swarmapply.errors import PermanentError
 
 EXAMPLES = """examples:
   swarmapply apply -f job.yaml              one manifest (swarmapply -f job.yaml is the same)
@@ -32,23 +35,29 @@ EXAMPLES = """examples:
 CONFLICT_RETRIES = 5
 
 
-def planned(store: Store, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The live object (None if absent) and what apply would make of it."""
-    config = with_last_applied(configuration(obj))
-    name = obj["metadata"].get("name")
-    try:
-        live = store.get(obj["kind"], name) if name else None
-    except NotFound:
-        live = None
+def planned(store: Store, item: AdmittedObject) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The live object (None if absent) and what apply would make of it.
+
+    The merge works on what the manifest itself sets (``item.config``); defaults are filled in
+    afterwards only where the merged object has no value, so a field someone else set is not
+    reset to its default by a manifest that never mentioned it.
+    """
+    config = with_last_applied(configuration(item.config or item.obj))
+    name = item.obj["metadata"].get("name")
+    live = None
+    if name:
+        with contextlib.suppress(NotFound):
+            live = store.get(item.obj["kind"], name)
     if live is None:
-        return None, config
-    return live, three_way_merge(last_applied(live), config, live)
+        return None, normalize(config)[0]
+    return live, normalize(three_way_merge(last_applied(live), config, live))[0]
 
 
-def apply_one(store: Store, obj: dict[str, Any], dry_run: bool) -> str:
+def apply_one(store: Store, item: AdmittedObject, dry_run: bool) -> str:
     """Create or merge one admitted object; returns what happened (``created``...)."""
+    obj = item.obj
     for _ in range(CONFLICT_RETRIES):
-        live, want = planned(store, obj)
+        live, want = planned(store, item)
         if live is None:
             if not dry_run:
                 want = store.create(want)
@@ -70,10 +79,39 @@ def apply_one(store: Store, obj: dict[str, Any], dry_run: bool) -> str:
     )
 
 
-def apply_all(store: Store, admitted: Sequence[AdmittedObject], dry_run: bool) -> list[str]:
-    """Apply objects in order; one line per object, kubectl style."""
+def apply_all(store: Store, admitted: Sequence[AdmittedObject], dry_run: bool) -> Iterator[str]:
+    """Apply objects in order, yielding one line per object as soon as it is written."""
     suffix = " (dry run)" if dry_run else ""
-    return [apply_one(store, item.obj, dry_run) + suffix for item in admitted]
+    for item in admitted:
+        yield apply_one(store, item, dry_run) + suffix
+
+
+def admitted_for_apply(
+    paths: Sequence[str], recursive: bool, stdin: TextIO
+) -> list[AdmittedObject]:
+    """Admit manifests for apply or diff: named objects only, and at least one.
+
+    Raises:
+        AdmissionError: an invalid document, or one that has only ``metadata.generateName``
+            (apply could never find that object again, so each apply would make another).
+        ApplyError: the paths hold no object at all.
+    """
+    admitted = admit_paths(paths, recursive, stdin)
+    unnamed = [
+        FieldError(item.source, item.document, "metadata.name",
+                   "apply needs a name (generateName makes a new object on every apply)")
+        for item in admitted
+        if not item.obj["metadata"].get("name")
+    ]  # fmt: skip
+    if unnamed:
+        raise AdmissionError(unnamed)
+    if not admitted:
+        raise ApplyError(f"no objects found in {', '.join(paths)}")
+    return admitted
+
+
+class ApplyError(PermanentError):
+    """Apply was given nothing to do."""
 
 
 def _ref(obj: dict[str, Any]) -> str:
@@ -113,7 +151,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    admitted = admit_paths(args.filename, args.recursive, ctx.stdin)
+    admitted = admitted_for_apply(args.filename, args.recursive, ctx.stdin)
     for line in apply_all(ctx.store(), admitted, args.dry_run):
         ctx.out(line)
     return 0

@@ -44,8 +44,8 @@ class Context:
 
     @property
     def color(self) -> bool:
-        """Whether to use colour: a terminal, and NO_COLOR unset."""
-        return self.stdout.isatty() and "NO_COLOR" not in os.environ
+        """Whether to use colour: a terminal, and NO_COLOR unset or empty (no-color.org)."""
+        return self.stdout.isatty() and not os.environ.get("NO_COLOR")
 
     def out(self, text: str = "") -> None:
         print(text, file=self.stdout, flush=True)

@@ -287,7 +287,9 @@ def _generic(out: _Text, obj: Object, extra: Related) -> None:
         label = key[:1].upper() + key[1:]
         if isinstance(value, dict | list) and value:
             out.section(label)
-            body = yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip()
+            body = yaml.safe_dump(
+                value, sort_keys=False, default_flow_style=False, allow_unicode=True
+            ).rstrip()
             out.raw([f"  {line}" for line in body.splitlines()])
         else:
             out.field(label, value)

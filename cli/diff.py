@@ -13,9 +13,8 @@ from typing import Any
 
 import yaml
 
-from swarmapply.api.admission import admit_paths
 from swarmapply.api.kinds import kind_info
-from swarmapply.cli.apply import add_file_arguments, planned
+from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, planned
 from swarmapply.cli.context import Context
 from swarmapply.errors import SwarmapplyError
 
@@ -45,7 +44,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
 def _yaml(obj: dict[str, Any] | None) -> list[str]:
     if obj is None:
         return []
-    return yaml.safe_dump(obj, sort_keys=True).splitlines(keepends=True)
+    return yaml.safe_dump(obj, sort_keys=True, allow_unicode=True).splitlines(keepends=True)
 
 
 def object_diff(live: dict[str, Any] | None, want: dict[str, Any]) -> str:
@@ -59,13 +58,18 @@ def object_diff(live: dict[str, Any] | None, want: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     try:
-        admitted = admit_paths(args.filename, args.recursive, ctx.stdin)
+        admitted = admitted_for_apply(args.filename, args.recursive, ctx.stdin)
         store = ctx.store()
-        texts = [object_diff(*planned(store, item.obj)) for item in admitted]
+        texts = [object_diff(*planned(store, item)) for item in admitted]
     except SwarmapplyError as exc:
         errors = getattr(exc, "errors", None) or [exc]
         for error in errors:
             ctx.err(f"error: {error}")
+        return ERROR
+    except Exception as exc:  # diff's 1 means "different": never let a failure look like it
+        if ctx.debug:
+            raise
+        ctx.err(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
         return ERROR
     changed = [text for text in texts if text]
     for text in changed:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from swarmapply.api.kinds import resolve_kind
-from swarmapply.api.store import Gone
+from swarmapply.api.store import Gone, NotFound
 from swarmapply.cli.context import Context
 from swarmapply.cli.output import render, table_rows
 
@@ -46,19 +46,29 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
     kind = resolve_kind(args.kind)
     store = ctx.store()
     fmt = args.output or "table"
+    missing = 0
     if args.names:
-        objects = [store.get(kind, name) for name in args.names]
+        if args.selector or args.field_selector:
+            ctx.err("error: give object names or selectors (-l, --field-selector), not both")
+            return 2
         revision = store.revision()
+        objects = []
+        for name in args.names:
+            try:
+                objects.append(store.get(kind, name))
+            except NotFound as exc:  # show what exists, report each missing one
+                ctx.err(f"error: {exc}")
+                missing += 1
     else:
         listed = store.list(kind, args.selector, args.field_selector)
         objects, revision = listed.items, listed.revision
-    if objects or fmt not in ("table", "wide"):
+    if objects or fmt in ("json", "yaml"):
         ctx.out(render(kind, objects, fmt, single=len(args.names) == 1, color=ctx.color))
-    elif not args.watch:
+    elif not args.watch and not missing:
         ctx.err("No resources found.")
     if args.watch:
         follow(ctx, args, kind, fmt, revision, header=not objects, stop=stop)
-    return 0
+    return 1 if missing else 0
 
 
 def follow(
@@ -99,9 +109,14 @@ def follow(
                     suffix = "   (deleted)" if event.type == "DELETED" else ""
                     ctx.out("\n".join(rows) + suffix)
                 elif fmt == "json":
-                    ctx.out(json.dumps({"type": event.type, "object": obj}))
+                    ctx.out(json.dumps({"type": event.type, "object": obj}, ensure_ascii=False))
                 elif fmt == "yaml":
-                    ctx.out("---\n" + yaml.safe_dump({"type": event.type, "object": obj}).rstrip())
+                    ctx.out(
+                        "---\n"
+                        + yaml.safe_dump(
+                            {"type": event.type, "object": obj}, allow_unicode=True
+                        ).rstrip()
+                    )
                 else:
                     ctx.out(render(kind, [obj], "name", single=True))
             return

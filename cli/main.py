@@ -8,7 +8,9 @@ traceback is printed only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -49,14 +51,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def _modules() -> list[ModuleType]:
-    modules: list[ModuleType] = []
-    for name in COMMANDS:
-        try:
-            modules.append(importlib.import_module(f"swarmapply.cli.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"swarmapply.cli.{name}":
-                raise
-    return modules
+    return [importlib.import_module(f"swarmapply.cli.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,8 +91,11 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        parser = build_parser()
+        args = parser.parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+    except KeyboardInterrupt:
+        return 130
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2
@@ -109,10 +107,15 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as shell tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except AdmissionError as exc:
         for error in exc.errors:
             ctx.err(f"error: {error}")
-        ctx.err(f"nothing was written: {len(exc.errors)} error(s)")
+        count = len(exc.errors)
+        ctx.err(f"nothing was changed: {count} error{'s' if count != 1 else ''}")
         return 1
     except SwarmapplyError as exc:
         if ctx.debug:
@@ -129,4 +132,6 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from swarmapply.cli.entry import run
+
+    run()

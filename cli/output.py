@@ -173,7 +173,7 @@ def render(
         return "\n".join(f"{singular}.swarmapply.io/{o['metadata']['name']}" for o in objects)
     doc: Any = objects[0] if single and len(objects) == 1 else as_list(objects)
     if fmt == "json":
-        return json.dumps(doc, indent=2, sort_keys=False)
+        return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False)
     if fmt == "yaml":
-        return yaml.safe_dump(doc, sort_keys=False).rstrip()
+        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).rstrip()
     return table(kind, objects, color, wide=fmt == "wide")

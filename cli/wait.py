@@ -137,7 +137,7 @@ class Condition:
             return "not found"
         status: dict[str, Any] = obj.get("status") or {}
         if self.kind == "phase":
-            phase = status.get("phase")
+            phase = status.get("phase") or "Pending"  # as get and describe show it
             if isinstance(phase, str) and phase.lower() == self.name.lower():
                 return None
             shown = phase if isinstance(phase, str) else "not set"

@@ -1,5 +1,5 @@
 """Allows ``python -m swarmapply``."""
 
-from swarmapply.cli.main import main
+from swarmapply.cli.entry import run
 
-raise SystemExit(main())
+run()

@@ -24,6 +24,7 @@ from swarmapply.api.store.base import (
     StoreError,
     StoreUnavailable,
     WatchEvent,
+    redact_url,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "StoreUnavailable",
     "WatchEvent",
     "open_store",
+    "redact_url",
 ]
 
 
@@ -49,17 +51,18 @@ def open_store(url: str) -> Store:
     Raises:
         BackendError: the URL's scheme is not one swarmapply knows, or it is malformed.
     """
+    shown = redact_url(url)
     if url.startswith("sqlite:///"):
         from swarmapply.api.store.sqlite import SQLiteStore
 
         path, _, query = url[len("sqlite:///") :].partition("?")
         if not path:
-            raise BackendError(f"store URL {url!r} names no file: use sqlite:///path/state.db")
+            raise BackendError(f"store URL {shown!r} names no file: use sqlite:///path/state.db")
         options = {key: values[-1] for key, values in parse_qs(query).items()}
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:
             raise BackendError(
-                f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"store URL {shown!r}: unknown option(s) {', '.join(sorted(unknown))}; "
                 "known: synchronous, busy_timeout"
             )
         try:
@@ -67,7 +70,7 @@ def open_store(url: str) -> Store:
         except ValueError:
             busy_timeout = -1.0
         if not 0 <= busy_timeout < 86400:
-            raise BackendError(f"store URL {url!r}: busy_timeout must be a number of seconds")
+            raise BackendError(f"store URL {shown!r}: busy_timeout must be a number of seconds")
         return SQLiteStore(
             path,
             url=url,
@@ -86,10 +89,10 @@ def open_store(url: str) -> Store:
         except ValueError:
             min_compact_age = -1.0
         if not 0 <= min_compact_age < 10**9:
-            raise BackendError(f"store URL {url!r}: min_compact_age must be a number of seconds")
+            raise BackendError(f"store URL {shown!r}: min_compact_age must be a number of seconds")
         return MongoStore(rest, min_compact_age=min_compact_age)
     scheme = urlsplit(url).scheme or url
     raise BackendError(
-        f"unknown store URL {url!r} (scheme {scheme!r}): use sqlite:///path/state.db or "
+        f"unknown store URL {shown!r} (scheme {scheme!r}): use sqlite:///path/state.db or "
         "mongodb://host:port/database"
     )

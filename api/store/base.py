@@ -27,6 +27,7 @@ field selector finds them).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,11 @@ class BackendError(StoreError, PermanentError):
 
 class StoreUnavailable(StoreError, TemporaryError):
     """The backend could not be reached or stayed busy; retry later (with backoff)."""
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit for messages and logs: any password is replaced by ``***``."""
+    return re.sub(r"(?<=://)([^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from swarmapply.api.store.base import (
     Object,
     StoreUnavailable,
     WatchEvent,
+    redact_url,
 )
 from swarmapply.api.store.common import Planner, StoreBase
 from swarmapply.api.store.lifecycle import (
@@ -148,19 +149,19 @@ class MongoStore(StoreBase):
         poll_interval: float = 0.05,
         min_compact_age: float = 60.0,
     ):
-        self.url = url
+        self.url = redact_url(url)  # for messages; the client gets the real one
         self.gap_timeout = gap_timeout
         self.min_compact_age = min_compact_age
         self.poll_interval = poll_interval
         self._gaps: dict[int, float] = {}
         self._gaps_lock = threading.Lock()
-        with _translated(url):
+        with _translated(self.url):
             try:
                 self._client: pymongo.MongoClient[Doc] = pymongo.MongoClient(
-                    url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000
+                    url, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000
                 )
             except (pymongo.errors.ConfigurationError, ValueError) as exc:
-                raise BackendError(f"bad MongoDB store URL {url!r}: {exc}") from exc
+                raise BackendError(f"bad MongoDB store URL {self.url!r}: {exc}") from exc
             db = self._client.get_default_database("swarmapply")
             self._changes = db["changes"]
             self._objects = db["objects"]

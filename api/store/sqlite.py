@@ -154,7 +154,7 @@ class SQLiteStore(StoreBase):
     def _prepare_file(self) -> None:
         file = Path(self.path)
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not file.exists():
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

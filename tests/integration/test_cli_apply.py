@@ -77,7 +77,7 @@ def test_invalid_input_writes_nothing_and_names_every_problem(
     code, out, err = run(capsys, "-f", str(tmp_path))
     assert code == 1 and out == ""
     assert f"{bad}: document 1: spec.tasks[0].cores:" in err
-    assert "nothing was written" in err
+    assert "nothing was changed" in err
     with open_store(store_url) as store:
         assert store.list("Job").items == []
 
@@ -262,3 +262,61 @@ def test_every_command_documents_examples_in_its_help(
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "example" in out and f"swarmapply {command}" in out.split("example", 1)[1]
+
+
+def test_apply_never_imposes_defaults_the_manifest_did_not_set(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB)  # sets neither priority nor restartPolicy
+    run(capsys, "-f", str(manifest))
+    with open_store(store_url) as store:
+        live = store.get("Job", "web")
+        assert live["spec"]["priority"] == 0  # the default, filled in on create
+        store.update({**live, "spec": {**live["spec"], "priority": 42}})
+    assert run(capsys, "diff", "-f", str(manifest))[0] == 0
+    assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web unchanged\n"
+    manifest.write_text(JOB.replace("spec:\n", "spec:\n  restartPolicy: OnFailure\n"))
+    run(capsys, "-f", str(manifest))
+    manifest.write_text(JOB)  # removing restartPolicy again brings back its default
+    run(capsys, "-f", str(manifest))
+    with open_store(store_url) as store:
+        spec = store.get("Job", "web")["spec"]
+    assert spec["priority"] == 42 and spec["restartPolicy"] == "Never"
+
+
+def test_apply_refuses_unnamed_objects_and_empty_input(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "gen.yaml"
+    manifest.write_text(JOB.replace("name: web", "generateName: web-"))
+    code, _, err = run(capsys, "-f", str(manifest))
+    assert code == 1 and "metadata.name: apply needs a name" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "-f", str(tmp_path / "empty"))
+    assert code == 1 and "no objects found" in err
+    with open_store(store_url) as store:
+        assert store.list("Job").items == []
+
+
+def test_get_reports_missing_names_but_shows_the_rest(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB)
+    run(capsys, "-f", str(manifest))
+    code, out, err = run(capsys, "get", "job", "missing", "web", "-o", "name")
+    assert (code, out) == (1, "job.swarmapply.io/web\n")
+    assert 'Job "missing" not found' in err
+    code, _, err = run(capsys, "get", "job", "web", "-l", "app=web")
+    assert code == 2 and "not both" in err
+    assert run(capsys, "get", "migrations", "-o", "name")[1] == ""
+
+
+def test_store_passwords_never_appear_in_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    from swarmapply.api.store import redact_url
+
+    assert redact_url("mongodb://admin:s3cret@db:27017/x") == "mongodb://admin:***@db:27017/x"
+    assert redact_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    code, _, err = run(capsys, "get", "jobs", "--store", "mongodb://admin:s3cret@127.0.0.1:1/x")
+    assert code == 1 and "s3cret" not in err and "admin:***@" in err

@@ -144,7 +144,7 @@ def test_delete_by_invalid_manifest_deletes_nothing(
     (tmp_path / "b.yaml").write_text(JOB_MANIFEST.replace("cores: 2", "cores: 0"))
     code, out, err = run(capsys, "delete", "-f", str(tmp_path))
     assert code == 1 and out == ""
-    assert "nothing was written" in err
+    assert "nothing was changed" in err
     assert exists(store, "Job", "web")
 
 
@@ -420,3 +420,12 @@ def test_subprocess_delete_wait_and_completion(store_url: str, store: Store) -> 
     result = cli("completion", "bash")
     assert result.returncode == 0
     assert subprocess.run(["bash", "-n"], input=result.stdout, text=True).returncode == 0
+
+
+def test_wait_for_pending_holds_for_an_object_with_no_phase_yet(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store.create({"apiVersion": "swarmapply.io/v1", "kind": "Node", "metadata": {"name": "n"},
+                  "spec": {}})  # fmt: skip
+    code, out, _ = run(capsys, "wait", "node/n", "--for=phase=Pending", "--timeout", "5s")
+    assert code == 0 and "condition met" in out

@@ -63,3 +63,5 @@ def test_colour_follows_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatc
     assert not Context(stdout=io.StringIO()).color
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Context(stdout=Terminal()).color
+    monkeypatch.setenv("NO_COLOR", "")  # set but empty: ignored (no-color.org)
+    assert Context(stdout=Terminal()).color
