@@ -282,7 +282,12 @@ def _is_manifest_name(name: str) -> bool:
 
 def _directory_files(directory: str, recursive: bool) -> list[str]:
     entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    files = [e.path for e in entries if e.is_file() and _is_manifest_name(e.name)]
+    # A dangling link named like a manifest is listed too, so reading it reports the problem.
+    files = [
+        e.path
+        for e in entries
+        if (e.is_file() or (e.is_symlink() and not e.is_dir())) and _is_manifest_name(e.name)
+    ]
     if recursive:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from swarmapply.api.admission import AdmissionError, AdmittedObject, FieldError, admit_paths
-from swarmapply.api.kinds import kind_info
 from swarmapply.api.merge import configuration, last_applied, three_way_merge, with_last_applied
 from swarmapply.api.normalize import normalize
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.cli.context import Context
+from swarmapply.cli.output import ref
 from swarmapply.errors import PermanentError
 
 EXAMPLES = """examples:
@@ -61,16 +61,16 @@ def apply_one(store: Store, item: AdmittedObject, dry_run: bool) -> str:
         if live is None:
             if not dry_run:
                 want = store.create(want)
-            return f"{_ref(want)} created"
+            return f"{ref(want['kind'], want['metadata']['name'])} created"
         if want == live:
-            return f"{_ref(live)} unchanged"
+            return f"{ref(live['kind'], live['metadata']['name'])} unchanged"
         if dry_run:
-            return f"{_ref(live)} configured"
+            return f"{ref(live['kind'], live['metadata']['name'])} configured"
         try:
             store.update(want)  # carries live's resourceVersion: compare-and-swap
         except Conflict:
             continue
-        return f"{_ref(live)} configured"
+        return f"{ref(live['kind'], live['metadata']['name'])} configured"
     raise Conflict(
         obj["kind"],
         str(obj["metadata"].get("name")),
@@ -112,11 +112,6 @@ def admitted_for_apply(
 
 class ApplyError(PermanentError):
     """Apply was given nothing to do."""
-
-
-def _ref(obj: dict[str, Any]) -> str:
-    name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "") + "*"
-    return f"{kind_info(obj['kind']).singular}.swarmapply.io/{name}"
 
 
 def add_file_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

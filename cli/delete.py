@@ -27,12 +27,12 @@ from swarmapply.api.admission import admit_paths
 from swarmapply.api.store import Conflict, NotFound, Object, Store
 from swarmapply.cli.apply import add_file_arguments
 from swarmapply.cli.context import Context
+from swarmapply.cli.output import ref
 from swarmapply.cli.wait import (
     DEFAULT_TIMEOUT,
     Condition,
     parse_duration,
     parse_targets,
-    ref,
     wait_for,
 )
 from swarmapply.errors import PermanentError

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from swarmapply.api.kinds import kind_info
 from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, planned
 from swarmapply.cli.context import Context
+from swarmapply.cli.output import ref
 from swarmapply.errors import SwarmapplyError
 
 EXAMPLES = """examples:
@@ -49,7 +49,7 @@ def _yaml(obj: dict[str, Any] | None) -> list[str]:
 
 def object_diff(live: dict[str, Any] | None, want: dict[str, Any]) -> str:
     """A unified diff from the live object to the wanted one (empty when equal)."""
-    name = f"{kind_info(want['kind']).singular}.swarmapply.io/{want['metadata'].get('name')}"
+    name = ref(want["kind"], want["metadata"]["name"])
     lines = difflib.unified_diff(
         _yaml(live), _yaml(want), fromfile=f"live/{name}", tofile=f"applied/{name}"
     )

@@ -62,7 +62,12 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
     else:
         listed = store.list(kind, args.selector, args.field_selector)
         objects, revision = listed.items, listed.revision
-    if objects or fmt in ("json", "yaml"):
+        if kind == "Event":  # what happened, oldest first
+            objects.sort(key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["name"]))
+    if args.watch and fmt in ("json", "yaml"):  # one stream of events, the listed ones first
+        for obj in objects:
+            _print_event(ctx, fmt, "ADDED", obj)
+    elif objects or fmt in ("json", "yaml"):
         ctx.out(render(kind, objects, fmt, single=len(args.names) == 1, color=ctx.color))
     elif not args.watch and not missing:
         ctx.err("No resources found.")
@@ -108,17 +113,19 @@ def follow(
                     header = False
                     suffix = "   (deleted)" if event.type == "DELETED" else ""
                     ctx.out("\n".join(rows) + suffix)
-                elif fmt == "json":
-                    ctx.out(json.dumps({"type": event.type, "object": obj}, ensure_ascii=False))
-                elif fmt == "yaml":
-                    ctx.out(
-                        "---\n"
-                        + yaml.safe_dump(
-                            {"type": event.type, "object": obj}, allow_unicode=True
-                        ).rstrip()
-                    )
+                elif fmt in ("json", "yaml"):
+                    _print_event(ctx, fmt, event.type, obj)
                 else:
                     ctx.out(render(kind, [obj], "name", single=True))
             return
         except Gone:  # history compacted under us: list again and carry on from there
             revision = ctx.store().list(kind, args.selector, args.field_selector).revision
+
+
+def _print_event(ctx: Context, fmt: str, kind_of_change: str, obj: dict[str, Any]) -> None:
+    """One change in a watch stream: ``{"type": ..., "object": ...}`` as JSON or YAML."""
+    event = {"type": kind_of_change, "object": obj}
+    if fmt == "json":
+        ctx.out(json.dumps(event, ensure_ascii=False))
+    else:
+        ctx.out("---\n" + yaml.safe_dump(event, allow_unicode=True).rstrip())

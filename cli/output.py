@@ -18,6 +18,11 @@ from swarmapply.api.quantity import format_memory
 Row = list[str]
 
 
+def ref(kind: str, name: str) -> str:
+    """The kubectl-style reference of an object: ``job.swarmapply.io/NAME``."""
+    return f"{kind_info(kind).singular}.swarmapply.io/{name}"
+
+
 def age(timestamp: str | None, now: datetime | None = None) -> str:
     """A Kubernetes-style age: ``45s``, ``12m``, ``3h``, ``5d``."""
     if not timestamp:
@@ -99,10 +104,26 @@ WIDE_COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] =
     "Node": (("ADDRESS", "ROLE", "ENGINE"), _node_wide),
 }
 
+
+def _event_row(obj: dict[str, Any]) -> Row:
+    involved = obj.get("involvedObject") or {}
+    target = f"{str(involved.get('kind', '?')).lower()}/{involved.get('name', '?')}"
+    count = obj.get("count", 1)
+    message = str(obj.get("message", ""))
+    return [
+        age(obj.get("lastTimestamp") or obj.get("firstTimestamp")),
+        str(obj.get("type", "-")),
+        str(obj.get("reason", "-")),
+        target,
+        message + (f" (x{count})" if isinstance(count, int) and count > 1 else ""),
+    ]
+
+
 COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
     "Job": (("PHASE", "TASKS", "CORES", "MEMORY"), _job_row),
     "Task": (("JOB", "PHASE", "NODE", "CPUSET", "MEMORY"), _task_row),
     "Node": (("STATUS", "CORES", "MEMORY"), _node_row),
+    "Event": (("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event_row),
 }
 
 
@@ -169,8 +190,7 @@ def render(
 ) -> str:
     """Objects in one of the output formats: ``table``, ``wide``, ``yaml``, ``json``, ``name``."""
     if fmt == "name":
-        singular = kind_info(kind).singular
-        return "\n".join(f"{singular}.swarmapply.io/{o['metadata']['name']}" for o in objects)
+        return "\n".join(ref(kind, o["metadata"]["name"]) for o in objects)
     doc: Any = objects[0] if single and len(objects) == 1 else as_list(objects)
     if fmt == "json":
         return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False)

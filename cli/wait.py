@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmapply.api.kinds import kind_info, resolve_kind
+from swarmapply.api.kinds import resolve_kind
 from swarmapply.api.store import Gone, Object, Store
 from swarmapply.cli.context import Context
+from swarmapply.cli.output import ref
 from swarmapply.errors import PermanentError
 
 EXAMPLES = """examples:
@@ -96,11 +97,6 @@ def parse_duration(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """Formats seconds as timeout messages show them: ``60s``, ``0.5s``."""
     return f"{seconds:g}s"
-
-
-def ref(kind: str, name: str) -> str:
-    """The kubectl-style reference of an object: ``job.swarmapply.io/NAME``."""
-    return f"{kind_info(kind).singular}.swarmapply.io/{name}"
 
 
 @dataclass(frozen=True)

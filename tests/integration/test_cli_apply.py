@@ -320,3 +320,67 @@ def test_store_passwords_never_appear_in_messages(capsys: pytest.CaptureFixture[
     assert redact_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
     code, _, err = run(capsys, "get", "jobs", "--store", "mongodb://admin:s3cret@127.0.0.1:1/x")
     assert code == 1 and "s3cret" not in err and "admin:***@" in err
+
+
+def test_get_events_shows_what_happened_oldest_first(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(store_url) as store:
+        for name, when, reason in (("b", "2026-01-02T00:00:00Z", "Later"),
+                                   ("a", "2026-01-03T00:00:00Z", "Latest"),
+                                   ("c", "2026-01-01T00:00:00Z", "Earliest")):  # fmt: skip
+            store.create({
+                "apiVersion": "swarmapply.io/v1", "kind": "Event", "metadata": {"name": name},
+                "involvedObject": {"kind": "Job", "name": "web", "uid": "u"},
+                "type": "Normal", "reason": reason, "message": f"{reason} thing", "count": 2,
+                "lastTimestamp": when,
+            })  # fmt: skip
+    lines = run(capsys, "get", "ev")[1].splitlines()
+    assert lines[0].split()[:7] == ["NAME", "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert [line.split()[0] for line in lines[1:]] == ["c", "b", "a"]
+    assert "job/web" in lines[1] and "Earliest thing (x2)" in lines[1]
+
+
+def test_watch_as_json_is_one_stream_of_events(store_url: str) -> None:
+    import io
+    import json as jsonlib
+    import threading
+    import time
+
+    from swarmapply.cli.context import Context
+    from swarmapply.cli.get import run as get_run
+    from swarmapply.cli.main import build_parser
+
+    node = {"apiVersion": "swarmapply.io/v1", "kind": "Node", "spec": {}}
+    with open_store(store_url) as store:
+        store.create({**node, "metadata": {"name": "n1"}})
+    out, stop = io.StringIO(), threading.Event()
+    ctx = Context(stdout=out)
+    args = build_parser().parse_args(["get", "nodes", "-w", "-o", "json"])
+    watcher = threading.Thread(target=get_run, args=(args, ctx, stop))
+    watcher.start()
+    try:
+        with open_store(store_url) as store:
+            store.create({**node, "metadata": {"name": "n2"}})
+        deadline = time.monotonic() + 10
+        while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+        ctx.close()
+    events = [jsonlib.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "n1"),
+        ("ADDED", "n2"),
+    ]
+
+
+def test_a_dangling_link_in_a_directory_is_reported(
+    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "a.yaml").write_text(JOB)
+    (tmp_path / "jobs" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    code, out, err = run(capsys, "-f", str(tmp_path / "jobs"))
+    assert code == 1 and out == "" and "gone.yaml" in err
