@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             )
         except NotFound as exc:
             if not args.ignore_not_found:
-                ctx.err(f"Error from store: {exc}")
+                ctx.err(f"error: {exc}")
                 missing = True
             continue
         finalizers = last["metadata"].get("finalizers") or []

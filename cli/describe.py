@@ -15,7 +15,6 @@ gain lines, but existing labels and column headers keep their names.
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from swarmapply.api.merge import LAST_APPLIED
 from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset
 from swarmapply.api.store import Store
 from swarmapply.cli.context import Context
-from swarmapply.cli.output import age
+from swarmapply.cli.output import age, parse_time
 
 Object = dict[str, Any]
 
@@ -41,8 +40,6 @@ EXAMPLES = """examples:
   swarmapply describe job hello | grep 'Pending because'
 """
 
-#: The annotation apply keeps its last configuration in (see swarmapply.api.merge); too long
-#: to show, and ``swarmapply get -o yaml`` prints it for those who need it.
 
 #: Task phases whose cores are released (they hold no core in a node's core map).
 FINISHED = ("Succeeded", "Failed")
@@ -50,7 +47,6 @@ FINISHED = ("Succeeded", "Failed")
 #: The width of the label column (values start here).
 LABEL_WIDTH = 24
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _NONE = "<none>"
 
 
@@ -378,7 +374,7 @@ def _reason_text(reason: object, message: object) -> str:
 
 
 def _event_order(event: Object) -> tuple[datetime, int]:
-    when = _parse_time(_event_time(event)) or datetime.min.replace(tzinfo=timezone.utc)
+    when = parse_time(_event_time(event)) or datetime.min.replace(tzinfo=timezone.utc)
     version = str(event["metadata"].get("resourceVersion", "0"))
     return when, int(version) if version.isdigit() else 0
 
@@ -391,25 +387,8 @@ def _event_time(event: Object) -> object:
     )
 
 
-def _parse_time(value: object) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    text = re.sub(r"\.[0-9]+", "", value.strip().upper()).replace("Z", "+00:00")
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def _age(value: object) -> str:
-    when = _parse_time(value)
-    return age(when.astimezone(timezone.utc).strftime(_TIME_FORMAT)) if when else "<unknown>"
-
-
 def _timestamp(value: object) -> str:
-    return f"{value} ({_age(value)} ago)" if value else _NONE
+    return f"{value} ({age(value)} ago)" if value else _NONE
 
 
 def _memory(value: object) -> str:
@@ -441,7 +420,7 @@ def _conditions(out: _Text, conditions: Sequence[Object]) -> None:
                 c.get("status"),
                 c.get("reason"),
                 c.get("message"),
-                _age(c.get("lastTransitionTime")),
+                age(c.get("lastTransitionTime")),
             ]
             for c in conditions
         ],
@@ -451,7 +430,7 @@ def _conditions(out: _Text, conditions: Sequence[Object]) -> None:
 def _events(out: _Text, events: Sequence[Object]) -> None:
     rows: list[list[object]] = []
     for event in events:
-        when = _age(_event_time(event))
+        when = age(_event_time(event))
         count = event.get("count")
         if isinstance(count, int) and count > 1:
             when += f" (x{count})"

@@ -81,13 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
-    """``swarmapply -f x`` means ``swarmapply apply -f x``."""
-    names = {*COMMANDS, "version"}
-    if any(a in names for a in argv) or not any(
-        a in ("-f", "--filename") or a.startswith(("-f", "--filename=")) for a in argv
-    ):
-        return argv
-    return ["apply", *argv]
+    """``swarmapply [--store URL] [--debug] -f x ...`` means ``swarmapply ... apply -f x ...``.
+
+    Only the first token after the global options decides, so a file that happens to be named
+    like a command (``-f version``) is still applied.
+    """
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--store":
+            i += 2
+        elif argv[i].startswith("--store=") or argv[i] == "--debug":
+            i += 1
+        else:
+            break
+    rest = argv[i:]
+    apply_flags = ("-f", "--filename", "-R", "--recursive", "--dry-run")
+    if rest and (rest[0] in apply_flags or rest[0].startswith(("-f", "--filename="))):
+        return [*argv[:i], "apply", *rest]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:

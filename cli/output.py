@@ -6,6 +6,7 @@ Pure functions from objects to text; nothing here touches the store.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -23,16 +24,35 @@ def ref(kind: str, name: str) -> str:
     return f"{kind_info(kind).singular}.swarmapply.io/{name}"
 
 
-def age(timestamp: str | None, now: datetime | None = None) -> str:
-    """A Kubernetes-style age: ``45s``, ``12m``, ``3h``, ``5d``."""
-    if not timestamp:
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\.[0-9]+", "", value.strip().upper()).replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def age(timestamp: object, now: datetime | None = None) -> str:
+    """A Kubernetes-style age: ``45s``, ``12m``, ``3h``, ``5d`` (``<unknown>`` if unreadable)."""
+    created = parse_time(timestamp)
+    if created is None:
         return "<unknown>"
-    created = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     seconds = max(0, int(((now or datetime.now(timezone.utc)) - created).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size * (2 if unit != "m" else 1):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _phase(obj: dict[str, Any]) -> str:
+    """The phase to show: Terminating once deletion has begun (finalizers hold it)."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return "Terminating"
+    return str((obj.get("status") or {}).get("phase") or "Pending")
 
 
 def _job_row(obj: dict[str, Any]) -> Row:
@@ -42,7 +62,7 @@ def _job_row(obj: dict[str, Any]) -> Row:
     memory = sum(int(t.get("memory", 0)) for t in tasks)
     ready = status.get("tasksReady", 0)
     return [
-        status.get("phase", "Pending"),
+        _phase(obj),
         f"{ready}/{len(tasks)}",
         str(cores),
         format_memory(memory) if memory else "-",
@@ -54,7 +74,7 @@ def _task_row(obj: dict[str, Any]) -> Row:
     memory = status.get("memory") or spec.get("memory")
     return [
         spec.get("job", "-"),
-        status.get("phase", "Pending"),
+        _phase(obj),
         status.get("node") or spec.get("node") or "-",
         status.get("cpuset") or spec.get("cpuset") or "-",
         format_memory(int(memory)) if memory else "-",
@@ -133,6 +153,7 @@ _STATE_COLOURS = {
     "Succeeded": "green",
     "Ready": "green",
     "Pending": "yellow",
+    "Terminating": "yellow",
     "Scheduled": "yellow",
     "Unknown": "yellow",
     "Failed": "red",

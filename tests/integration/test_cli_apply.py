@@ -384,3 +384,28 @@ def test_a_dangling_link_in_a_directory_is_reported(
     (tmp_path / "jobs" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     code, out, err = run(capsys, "-f", str(tmp_path / "jobs"))
     assert code == 1 and out == "" and "gone.yaml" in err
+
+
+def test_the_apply_shorthand_follows_global_options_and_ignores_file_names(
+    tmp_path: Path,
+    store_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "version").write_text(JOB)  # a file named like a command
+    assert run(capsys, "--debug", "-f", "version")[1] == "job.swarmapply.io/web created\n"
+    assert run(capsys, "--store", store_url, "-f", "version")[1] == (
+        "job.swarmapply.io/web unchanged\n"
+    )
+
+
+def test_objects_held_by_finalizers_show_as_terminating(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(store_url) as store:
+        store.create({"apiVersion": "swarmapply.io/v1", "kind": "Job",
+                      "metadata": {"name": "held", "finalizers": ["x"]},
+                      "spec": {"tasks": []}})  # fmt: skip
+        store.delete("Job", "held")
+    assert run(capsys, "get", "jobs")[1].splitlines()[1].split()[1] == "Terminating"

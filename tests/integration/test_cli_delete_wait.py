@@ -155,7 +155,7 @@ def test_delete_missing_object_reports_and_continues(
     code, out, err = run(capsys, "delete", "job", "a", "b")
     assert code == 1
     assert out == "job.swarmapply.io/b deleted\n"
-    assert err == 'Error from store: Job "a" not found\n'
+    assert err == 'error: Job "a" not found\n'
     assert run(capsys, "delete", "job", "a", "--ignore-not-found") == (0, "", "")
 
 
@@ -411,7 +411,7 @@ def test_subprocess_delete_wait_and_completion(store_url: str, store: Store) -> 
     make_task(store, "web-0", job)
     result = cli("delete", "job", "web", "missing")
     assert (result.returncode, result.stdout) == (1, "job.swarmapply.io/web deleted\n")
-    assert result.stderr == 'Error from store: Job "missing" not found\n'
+    assert result.stderr == 'error: Job "missing" not found\n'
     assert not exists(store, "Task", "web-0")
     result = cli("wait", "job/web", "--for=delete")
     assert (result.returncode, result.stdout) == (0, "job.swarmapply.io/web condition met\n")

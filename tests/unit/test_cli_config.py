@@ -65,3 +65,23 @@ def test_colour_follows_the_terminal_and_no_color(monkeypatch: pytest.MonkeyPatc
     assert not Context(stdout=Terminal()).color
     monkeypatch.setenv("NO_COLOR", "")  # set but empty: ignored (no-color.org)
     assert Context(stdout=Terminal()).color
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", "1m"),
+        ("2026-01-01T00:00:00.123456Z", "1m"),
+        ("2026-01-01T01:00:00+01:00", "1m"),
+        ("2025-12-31T21:00:00Z", "3h"),
+        ("not a time", "<unknown>"),
+        (None, "<unknown>"),
+    ],
+)
+def test_ages_read_any_rfc3339_timestamp(timestamp: object, expected: str) -> None:
+    from datetime import datetime, timezone
+
+    from swarmapply.cli.output import age
+
+    now = datetime(2026, 1, 1, 0, 1, 30, tzinfo=timezone.utc)
+    assert age(timestamp, now) == expected
