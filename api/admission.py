@@ -368,7 +368,8 @@ def admit_paths(paths: Sequence[str], recursive: bool, stdin: TextIO) -> list[Ad
     Raises:
         AdmissionError: Every problem found.
     """
-    sources, read_errors = _read_all(paths, recursive, stdin)
+    # The same path twice (a shell glob, or '-' twice) is read once, not reported as twins.
+    sources, read_errors = _read_all(list(dict.fromkeys(paths)), recursive, stdin)
     try:
         admitted = admit(sources)
     except AdmissionError as exc:

@@ -117,11 +117,11 @@ def explain(target: str, recursive: bool = False) -> str:
         if recursive:
             lines += _tree(kind, doc.path, doc.fields, 1)
         else:
-            lines += _fields(kind, doc.path, doc.fields)
+            lines += _fields(doc.fields)
     return "\n".join(lines)
 
 
-def _fields(kind: str, parent: str, fields: Sequence[FieldDoc]) -> list[str]:
+def _fields(fields: Sequence[FieldDoc]) -> list[str]:
     """Each field with its type and markers, then the first line of its description."""
     width = max(len(f.path) for f in fields)
     lines: list[str] = []

@@ -517,3 +517,10 @@ def test_task_memory_below_dockers_minimum_is_refused_with_the_reason() -> None:
         "small.yaml: document 1: spec.tasks[0].memory: expected at least 6Mi "
         "(Docker's smallest memory limit), got 5Mi"
     ]
+
+
+def test_the_same_path_twice_is_read_once(tmp_path: Path) -> None:
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(JOB.format(name="a"))
+    admitted = admit_paths([str(manifest), str(manifest)], recursive=False, stdin=io.StringIO())
+    assert [item.obj["metadata"]["name"] for item in admitted] == ["a"]
