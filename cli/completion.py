@@ -118,6 +118,20 @@ def command_specs() -> list[CommandSpec]:
             for name, sub in action.choices.items():
                 if _SAFE_WORD.fullmatch(name):
                     specs.append(_spec(name, sub, helps.get(name, "")))
+    by_name = {spec.name: spec for spec in specs}
+    # ``swarmapply -f PATH`` is apply's shorthand: offer apply's file options at the top.
+    top, apply = specs[0], by_name.get("apply")
+    if apply is not None:
+        for option in ("-f", "--filename", "-R", "--recursive"):
+            if option in apply.options and option not in top.options:
+                top.options.append(option)
+                if option in apply.valued:
+                    top.valued.append(option)
+                if option in apply.files:
+                    top.files.append(option)
+    wait = by_name.get("wait")
+    if wait is not None and "--for" in wait.valued:  # its value is parsed, not a choice
+        wait.choices["--for"] = ["phase=", "condition=", "delete"]
     return specs
 
 

@@ -429,3 +429,22 @@ def test_wait_for_pending_holds_for_an_object_with_no_phase_yet(
                   "spec": {}})  # fmt: skip
     code, out, _ = run(capsys, "wait", "node/n", "--for=phase=Pending", "--timeout", "5s")
     assert code == 0 and "condition met" in out
+
+
+def test_bash_completion_offers_files_after_the_shorthand_and_wait_forms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "completion.bash"
+    script.write_text(capsys.readouterr().out)
+    (tmp_path / "job.yaml").write_text("")
+    probe = (
+        f"source {script}; cd {tmp_path}; "
+        'COMP_WORDS=(swarmapply -f ""); COMP_CWORD=2; _swarmapply; echo "${COMPREPLY[*]}"; '
+        'COMP_WORDS=(swarmapply wait job/x --for ""); COMP_CWORD=4; _swarmapply; '
+        'echo "${COMPREPLY[*]}"'
+    )
+    shown = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+    after_f, after_for = shown.stdout.splitlines()
+    assert "job.yaml" in after_f.split()
+    assert after_for.split() == ["phase=", "condition=", "delete"]
