@@ -465,8 +465,12 @@ def field_doc(kind: str, path: str = "") -> FieldDoc:
         UnknownKindError: ``kind`` names no kind.
         UnknownFieldError: The schema has no such field; the message lists the known ones.
     """
-    schema, resolver = _root(kind_info(kind).kind)
-    parts = [p for p in re.sub(r"\[[^\]]*\]", "", path).split(".") if p]
+    name = kind_info(kind).kind
+    schema, resolver = _root(name)
+    cleaned = re.sub(r"\[[^\]]*\]", "", path)
+    parts = cleaned.split(".") if cleaned else []
+    if any(not part for part in parts):
+        raise UnknownFieldError(f"{name} field path {path!r} has an empty part (two dots?)")
     required = True
     walked: list[str] = []
     for part in parts:
@@ -475,10 +479,15 @@ def field_doc(kind: str, path: str = "") -> FieldDoc:
             schema, resolver = _merged(schema["items"], resolver)
         properties = schema.get("properties", {})
         if part not in properties:
-            where = ".".join(walked) or kind_info(kind).kind
-            known = ", ".join(properties) or "none"
+            where = ".".join(walked) or name
+            if not properties:
+                raise UnknownFieldError(
+                    f"{name} has no field {path!r}: {where} is "
+                    f"{_type_name(schema, resolver)} and has no fields"
+                )
+            prefix = f"{name} has no field {path!r}: {where}" if walked else name
             raise UnknownFieldError(
-                f"field {part!r} does not exist in {where}; its fields: {known}"
+                f"{prefix} has no field {part!r}; its fields: {', '.join(properties)}"
             )
         required = part in schema.get("required", ())
         schema = properties[part]

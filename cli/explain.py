@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from swarmapply.api.kinds import API_VERSION, resolve_kind
-from swarmapply.api.schema import FieldDoc, UnknownFieldError, field_doc
+from swarmapply.api.schema import FieldDoc, field_doc
 from swarmapply.cli.context import Context
 
 EXAMPLES = """examples:
@@ -97,10 +97,7 @@ def explain(target: str, recursive: bool = False) -> str:
     """
     word, _, path = target.partition(".")
     kind = resolve_kind(word)
-    try:
-        doc = field_doc(kind, path)
-    except UnknownFieldError as exc:
-        raise UnknownFieldError(f"{kind} has no field {path!r}: {exc}") from exc
+    doc = field_doc(kind, path)
     lines = [f"KIND:     {kind}", f"VERSION:  {API_VERSION}", ""]
     shown = doc.type
     if doc.path:

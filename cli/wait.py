@@ -89,7 +89,9 @@ def parse_duration(text: str) -> float:
                 "(30s, 5m, 1h, 1m30s)"
             ) from None
         seconds = sum(float(part[:-1]) * _UNIT_SECONDS[part[-1]] for part in parts)
-    if not 0 <= seconds < float("inf"):
+    if seconds != seconds or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be a finite number")
+    if seconds < 0:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be 0 or more")
     return seconds
 
@@ -169,10 +171,12 @@ def parse_condition(text: str) -> Condition:
         return Condition("phase", rest)
     if what == "condition" and rest:
         name, has_status, status = rest.partition("=")
-        if name and (status or not has_status) and "=" not in status:
-            return Condition("condition", name, status or "True")
+        valid_status = status.lower() in ("true", "false", "unknown") or not has_status
+        if name and valid_status and "=" not in status:
+            return Condition("condition", name, status.capitalize() if status else "True")
     raise argparse.ArgumentTypeError(
-        f"invalid condition {text!r}: use phase=PHASE, condition=TYPE[=STATUS] or delete"
+        f"invalid condition {text!r}: use phase=PHASE, condition=TYPE[=True|False|Unknown] "
+        "or delete"
     )
 
 

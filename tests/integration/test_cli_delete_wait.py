@@ -448,3 +448,18 @@ def test_bash_completion_offers_files_after_the_shorthand_and_wait_forms(
     after_f, after_for = shown.stdout.splitlines()
     assert "job.yaml" in after_f.split()
     assert after_for.split() == ["phase=", "condition=", "delete"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--for=condition=Ready=maybe"], "condition=TYPE[=True|False|Unknown]"),
+        (["--for=delete", "--timeout", "1e400"], "must be a finite number"),
+    ],
+)
+def test_wait_rejects_conditions_and_timeouts_it_cannot_honour(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["wait", "job/x", *flags])
+    assert usage.value.code == 2 and message in capsys.readouterr().err

@@ -361,3 +361,18 @@ def test_explain_recursive_prints_the_tree(capsys: pytest.CaptureFixture[str]) -
     assert any(line.startswith("      containerPort") for line in lines)
     assert any(line.startswith("    subnet") for line in lines)
     assert "How many CPU cores" not in out
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("job.SPEC", "error: Job has no field 'SPEC'; its fields: apiVersion, kind"),
+        ("job.spec.tasks.cores.x", "spec.tasks.cores is integer and has no fields"),
+        ("job.spec..tasks", "has an empty part"),
+    ],
+)
+def test_explain_says_exactly_what_is_wrong_with_a_path(
+    path: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "explain", path)
+    assert code == 1 and message in err and err.count("has no field") <= 2
