@@ -1,0 +1,186 @@
+"""Internal helpers of :mod:`swarmapply.controllers.placement`: node order, core choice, indexes.
+
+Nothing here knows about jobs or tasks. Positions are indexes into the naturally sorted node
+list; an inactive position (a node that is not Ready or not schedulable) is never returned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(name: str) -> tuple[tuple[str | int, ...], str]:
+    """Returns a sort key that orders names naturally (``node-2`` before ``node-10``).
+
+    Args:
+        name: A node name.
+
+    Returns:
+        A key whose text and number parts alternate at fixed positions (so they always compare
+        like with like), with the name itself as the final tie-break (``n02`` vs ``n2``).
+    """
+    parts = _DIGITS.split(name)
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), name
+
+
+def pick_cores(free: Iterable[int], count: int) -> tuple[int, ...]:
+    """Chooses ``count`` core ids among ``free``: the lowest contiguous run, else the lowest ids.
+
+    Args:
+        free: The free core ids of one node, in any order.
+        count: How many cores to take (at least 1, at most the number of free ids).
+
+    Returns:
+        The chosen ids in ascending order.
+
+    Raises:
+        ValueError: ``count`` is not between 1 and the number of free ids.
+    """
+    ordered = sorted(free)
+    if not 1 <= count <= len(ordered):
+        raise ValueError(f"cannot take {count} cores out of {len(ordered)} free")
+    run_start = 0
+    for i in range(len(ordered)):
+        if i > run_start and ordered[i] != ordered[i - 1] + 1:
+            run_start = i
+        if i - run_start + 1 == count:
+            return tuple(ordered[run_start : i + 1])
+    return tuple(ordered[:count])
+
+
+class CapacityIndex:
+    """Finds a node with enough free cores and memory without scanning every node.
+
+    Two structures are kept in step:
+
+    * a max segment tree over positions holding each node's free cores and free memory, so the
+      first position (in node order) that fits is found by descending only into subtrees whose
+      maxima are large enough: O(log n) when the node found is the first candidate by cores,
+      O(n) in the worst case (cores and memory maxima in different nodes everywhere);
+    * buckets of positions by free-core count (a sorted list of the distinct counts, each with a
+      sorted list of positions), so best fit starts at the smallest sufficient count:
+      O(log n) to find the bucket, plus the nodes skipped for lack of memory.
+
+    An update (after taking or returning cores) costs O(log n) for the tree plus O(b) list moves
+    for the two buckets involved (b = bucket size; a memmove, cheap in practice).
+    """
+
+    def __init__(
+        self, free_cores: Sequence[int], free_memory: Sequence[int], active: Sequence[bool]
+    ):
+        """Builds the index.
+
+        Args:
+            free_cores: Free core count per position.
+            free_memory: Free memory per position, in bytes.
+            active: Whether each position may be chosen at all.
+        """
+        n = len(free_cores)
+        size = 1
+        while size < n:
+            size *= 2
+        self._size = size
+        self._tree_cores = [-1] * (2 * size)
+        self._tree_memory = [-1] * (2 * size)
+        self._active = list(active)
+        self._free = [-1] * n
+        self._memory = [-1] * n
+        self._counts: list[int] = []
+        self._buckets: dict[int, list[int]] = {}
+        for pos in range(n):
+            if self._active[pos]:
+                self._free[pos] = free_cores[pos]
+                self._memory[pos] = free_memory[pos]
+                self._tree_cores[size + pos] = free_cores[pos]
+                self._tree_memory[size + pos] = free_memory[pos]
+                self._bucket_add(pos, free_cores[pos])
+        for i in range(size - 1, 0, -1):
+            self._pull(i)
+
+    def _pull(self, i: int) -> None:
+        left, right = 2 * i, 2 * i + 1
+        self._tree_cores[i] = max(self._tree_cores[left], self._tree_cores[right])
+        self._tree_memory[i] = max(self._tree_memory[left], self._tree_memory[right])
+
+    def _bucket_add(self, pos: int, count: int) -> None:
+        bucket = self._buckets.get(count)
+        if bucket is None:
+            bucket = self._buckets[count] = []
+            bisect.insort(self._counts, count)
+        bisect.insort(bucket, pos)
+
+    def _bucket_remove(self, pos: int, count: int) -> None:
+        bucket = self._buckets[count]
+        del bucket[bisect.bisect_left(bucket, pos)]
+        if not bucket:
+            del self._buckets[count]
+            del self._counts[bisect.bisect_left(self._counts, count)]
+
+    def update(self, pos: int, free_cores: int, free_memory: int) -> None:
+        """Records a position's new free cores and memory (ignored for inactive positions).
+
+        Args:
+            pos: The position.
+            free_cores: Its free core count now.
+            free_memory: Its free memory now, in bytes.
+        """
+        if not self._active[pos]:
+            return
+        if self._free[pos] != free_cores:
+            self._bucket_remove(pos, self._free[pos])
+            self._bucket_add(pos, free_cores)
+        self._free[pos] = free_cores
+        self._memory[pos] = free_memory
+        i = self._size + pos
+        self._tree_cores[i] = free_cores
+        self._tree_memory[i] = free_memory
+        i //= 2
+        while i:
+            self._pull(i)
+            i //= 2
+
+    def first_fit(self, cores: int, memory: int) -> int | None:
+        """Returns the first active position with at least ``cores`` free cores and ``memory``.
+
+        Args:
+            cores: Free cores needed.
+            memory: Free memory needed, in bytes.
+
+        Returns:
+            The lowest such position, or None.
+        """
+        tree_cores, tree_memory, size = self._tree_cores, self._tree_memory, self._size
+        stack = [1]
+        while stack:
+            i = stack.pop()
+            if tree_cores[i] < cores or tree_memory[i] < memory:
+                continue
+            if i >= size:
+                return i - size
+            stack.append(2 * i + 1)
+            stack.append(2 * i)
+        return None
+
+    def best_fit(self, cores: int, memory: int) -> int | None:
+        """Returns the active position left with the fewest free cores after taking ``cores``.
+
+        Args:
+            cores: Free cores needed.
+            memory: Free memory needed, in bytes.
+
+        Returns:
+            Among positions with enough cores and memory, one with the smallest free-core count,
+            the lowest such position on ties; None if no position fits.
+        """
+        if self.first_fit(cores, memory) is None:  # O(log n) fast refusal: no full bucket scan
+            return None
+        counts = self._counts
+        for k in range(bisect.bisect_left(counts, cores), len(counts)):
+            for pos in self._buckets[counts[k]]:
+                if self._memory[pos] >= memory:
+                    return pos
+        return None  # pragma: no cover - first_fit found a fitting position above
