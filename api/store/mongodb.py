@@ -384,6 +384,9 @@ class MongoStore(StoreBase):
                 with contextlib.suppress(Exception):  # do not leave a hole behind
                     self._fill(revision)
                 raise
+            # Links again (inside _cache): a writer that lost the race for this revision may
+            # have overwritten our link between our link and our insert. One more round trip
+            # keeps the newest change reachable by _id without waiting for that loser's repair.
             self._cache(record)
             if change.removed:
                 self._release_dependents(change.obj["metadata"]["uid"], cascade, revision)
