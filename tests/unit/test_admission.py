@@ -203,8 +203,8 @@ def test_nothing_is_admitted_when_one_document_is_bad() -> None:
             ]
         )
     assert [str(e) for e in info.value.errors] == [
-        "bad.yaml: document 1: spec.oops: unknown field; known fields: network, priority,"
-        " restartPolicy, tasks, ttlSecondsAfterFinished"
+        "bad.yaml: document 1: spec.oops: unknown field; known fields: backoffLimit, network,"
+        " placement, priority, restartPolicy, simulation, tasks, ttlSecondsAfterFinished"
     ]
 
 
@@ -233,8 +233,8 @@ def test_duplicates_are_found_even_in_invalid_documents() -> None:
     assert errors == [
         "a.yaml: document 2: metadata.name: Job 'x' is defined more than once"
         " (first in a.yaml document 1)",
-        "a.yaml: document 2: spec.bad: unknown field; known fields: network, priority,"
-        " restartPolicy, tasks, ttlSecondsAfterFinished",
+        "a.yaml: document 2: spec.bad: unknown field; known fields: backoffLimit, network,"
+        " placement, priority, restartPolicy, simulation, tasks, ttlSecondsAfterFinished",
     ]
 
 
