@@ -27,8 +27,9 @@ from swarmapply.api.kinds import kind_info, resolve_kind
 from swarmapply.api.merge import LAST_APPLIED
 from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset
 from swarmapply.api.store import Store
+from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.cli.context import Context
-from swarmapply.cli.output import age, parse_time
+from swarmapply.cli.output import age
 
 Object = dict[str, Any]
 

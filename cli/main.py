@@ -22,7 +22,7 @@ from swarmapply.cli.context import Context
 from swarmapply.errors import SwarmapplyError
 
 #: The command modules, in the order ``--help`` lists them; each has register() and run().
-COMMANDS = ("apply", "diff", "get", "describe", "delete", "explain", "wait", "completion")
+COMMANDS = ("apply", "diff", "get", "describe", "delete", "explain", "wait", "plan", "completion")
 
 EXAMPLES = """examples:
   swarmapply -f job.yaml                 apply one manifest
@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   swarmapply get jobs                    list jobs as a table
   swarmapply describe job hello          status, tasks and events of a job
   swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
+  swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
 """
 
 

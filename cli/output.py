@@ -6,7 +6,6 @@ Pure functions from objects to text; nothing here touches the store.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 
 from swarmapply.api.kinds import kind_info
 from swarmapply.api.quantity import format_memory
+from swarmapply.api.store.lifecycle import parse_time
 
 Row = list[str]
 
@@ -22,18 +22,6 @@ Row = list[str]
 def ref(kind: str, name: str) -> str:
     """The kubectl-style reference of an object: ``job.swarmapply.io/NAME``."""
     return f"{kind_info(kind).singular}.swarmapply.io/{name}"
-
-
-def parse_time(value: object) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    text = re.sub(r"\.[0-9]+", "", value.strip().upper()).replace("Z", "+00:00")
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def age(timestamp: object, now: datetime | None = None) -> str:
@@ -184,6 +172,17 @@ def table_rows(
         meta = obj["metadata"]
         more = extra_row(obj) if extra_row else []
         rows.append([meta["name"], *row(obj), age(meta.get("creationTimestamp")), *more])
+    lines = align(rows, color=color)
+    return lines if header else lines[1:]
+
+
+def align(rows: Sequence[Sequence[str]], color: bool = False) -> list[str]:
+    """Rows of cells as aligned text lines, three spaces between columns.
+
+    With ``color``, state cells of every row but the first (the header) are coloured.
+    """
+    if not rows:
+        return []
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for index, r in enumerate(rows):
@@ -192,7 +191,7 @@ def table_rows(
             for cell, w in zip(r, widths, strict=True)
         ]
         lines.append("   ".join(cells).rstrip())
-    return lines if header else lines[1:]
+    return lines
 
 
 def table(

@@ -17,6 +17,13 @@ Guarantees, within one call:
   ``node-10``), and within a node the lowest contiguous run of free cores is preferred, else the
   lowest free ids.
 
+Starvation: a job that needs much (many cores, or a whole node) can wait forever while smaller
+jobs behind it take every core that frees up. With ``starvation_seconds`` set, the first job in
+processing order that does not fit although it has waited that long holds back all jobs after it
+(they wait, with a reason naming it), so the capacity freed by finishing tasks accumulates until
+it fits: a reservation, as in backfill-less batch schedulers. It costs utilisation while it
+holds; without the option no job is ever held back.
+
 Job order: the queue is first put in submission order (``submitted``, ties in queue order);
 ``first-fit``, ``best-fit`` and ``node`` keep it; ``first-fit-decreasing`` and
 ``best-fit-decreasing`` order by total requested cores, largest first (stable); ``priority``
@@ -32,7 +39,8 @@ Not guaranteed / not done here:
 * gang placement is greedy, not a search: a job may be refused although some other arrangement
   of its tasks would fit (bin packing is NP-hard); the reason then says that each task fits alone
   and names the first task that could not be placed after the earlier ones were;
-* preemption (evicting lower-priority jobs to make room) is not implemented in this module;
+* preemption (evicting lower-priority jobs to make room) is decided by
+  :mod:`swarmapply.controllers.preemption`, not here;
 * memory is only reserved, not checked against what containers really use.
 
 Complexity (n nodes, c cores per node, t tasks in the queue): building the indexes is
@@ -109,7 +117,12 @@ class _Work:
 
 
 def schedule(
-    nodes: Sequence[NodeState], queue: Sequence[JobRequest], strategy: str = "best-fit"
+    nodes: Sequence[NodeState],
+    queue: Sequence[JobRequest],
+    strategy: str = "best-fit",
+    *,
+    now: float = 0.0,
+    starvation_seconds: float | None = None,
 ) -> list[Decision]:
     """Places the queued jobs on the nodes, each job whole or not at all.
 
@@ -118,6 +131,10 @@ def schedule(
         queue: The waiting jobs, in queue order.
         strategy: The cluster strategy, one of :data:`STRATEGIES`; it orders the jobs and
             chooses nodes for jobs without a strategy of their own.
+        now: The current time, on the clock of the jobs' ``submitted``.
+        starvation_seconds: When set, the first job in processing order that does not fit
+            and has waited at least this long (``now - submitted``) holds back every job
+            after it: they wait, so freed capacity accumulates for it (a reservation).
 
     Returns:
         One decision per job, in the order the jobs were processed (see the module docstring).
@@ -131,7 +148,29 @@ def schedule(
     if len({job.name for job in queue}) != len(queue):
         raise ValueError("job names repeat in the queue")
     work = _Work(nodes)
-    return [_place_job(work, job, job.strategy or strategy) for job in order_jobs(queue, strategy)]
+    decisions: list[Decision] = []
+    holder: JobRequest | None = None
+    for job in order_jobs(queue, strategy):
+        if holder is not None:
+            waited = now - holder.submitted
+            decisions.append(
+                Decision(
+                    job.name,
+                    None,
+                    f"held back: job {holder.name} has waited {waited:g}s, over the starvation "
+                    f"limit of {starvation_seconds:g}s, and is placed first",
+                )
+            )
+            continue
+        decision = _place_job(work, job, job.strategy or strategy)
+        decisions.append(decision)
+        if (
+            decision.placements is None
+            and starvation_seconds is not None
+            and now - job.submitted >= starvation_seconds
+        ):
+            holder = job
+    return decisions
 
 
 def order_jobs(queue: Sequence[JobRequest], strategy: str) -> list[JobRequest]:

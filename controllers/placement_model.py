@@ -8,7 +8,9 @@ node pin, fewer than one core, ...); everything else is decided by
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 from swarmapply.api.quantity import format_cpuset
 
@@ -119,3 +121,42 @@ class Decision:
     job: str
     placements: tuple[Placement, ...] | None
     reason: str | None
+
+
+def _per_node(placements: Iterable[Placement]) -> tuple[dict[str, set[int]], dict[str, int]]:
+    cores: dict[str, set[int]] = defaultdict(set)
+    memory: dict[str, int] = defaultdict(int)
+    for p in placements:
+        cores[p.node].update(p.cpuset)
+        memory[p.node] += p.memory
+    return cores, memory
+
+
+def with_taken(nodes: Sequence[NodeState], placements: Iterable[Placement]) -> list[NodeState]:
+    """The nodes after ``placements`` took their cores and memory (free memory stops at 0)."""
+    cores, memory = _per_node(placements)
+    return [
+        replace(
+            n,
+            free_cores=n.free_cores - cores[n.name],
+            free_memory=max(0, n.free_memory - memory[n.name]),
+        )
+        if n.name in cores
+        else n
+        for n in nodes
+    ]
+
+
+def with_released(nodes: Sequence[NodeState], placements: Iterable[Placement]) -> list[NodeState]:
+    """The nodes after ``placements`` gave back their cores and memory (up to capacity)."""
+    cores, memory = _per_node(placements)
+    return [
+        replace(
+            n,
+            free_cores=n.free_cores | (frozenset(cores[n.name]) & n.cores),
+            free_memory=min(n.memory, n.free_memory + memory[n.name]),
+        )
+        if n.name in cores
+        else n
+        for n in nodes
+    ]

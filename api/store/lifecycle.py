@@ -50,6 +50,18 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    text = re.sub(r"\.[0-9]+", "", value.strip().upper()).replace("Z", "+00:00")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def check_kind(kind: Any) -> str:
     """Validate a kind; raise InvalidObject with what was expected."""
     if not isinstance(kind, str) or not _KIND.fullmatch(kind):

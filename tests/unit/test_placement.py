@@ -403,6 +403,23 @@ def test_a_job_that_does_not_fit_does_not_block_later_jobs() -> None:
     assert out["ok"] == [("n1", (0, 1))]
 
 
+def test_starving_job_holds_back_later_jobs_only_past_the_limit() -> None:
+    nodes = [node("n1", 3)]
+    queue = [job("big", 4, submitted=0.0), job("small", 1, submitted=5.0)]
+    # Under the limit nothing is held back: the small job takes a core.
+    out = where(schedule(nodes, queue, "first-fit", now=9.0, starvation_seconds=10.0))
+    assert out["small"] == [("n1", (0,))]
+    # Past it, the big job reserves what frees up: the small one waits, saying why.
+    out = where(schedule(nodes, queue, "first-fit", now=10.0, starvation_seconds=10.0))
+    assert out["small"] == (
+        "held back: job big has waited 10s, over the starvation limit of 10s, and is placed first"
+    )
+    # Once enough is free the big job is placed and nothing is held.
+    out = where(schedule([node("n1", 8)], queue, "first-fit", now=30.0, starvation_seconds=10.0))
+    assert out["big"] == [("n1", (0, 1, 2, 3))]
+    assert out["small"] == [("n1", (4,))]
+
+
 @st.composite
 def clusters(draw: st.DrawFn) -> tuple[list[NodeState], list[JobRequest], str]:
     nodes = []

@@ -1,0 +1,75 @@
+"""Settings of the controller loops, as one frozen dataclass per concern.
+
+Every field has a default that suits a small cluster; ``swarmapply controllers`` maps its
+command-line options onto these. Validation happens on construction (``ValueError`` naming the
+field), so a bad value is refused before any loop starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from swarmapply.controllers.placement_model import STRATEGIES
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How the scheduler places jobs.
+
+    Attributes:
+        strategy: The cluster's placement strategy (a job may override it with
+            ``spec.placement.strategy``).
+        preemption: Evict whole lower-priority jobs when a higher-priority job cannot fit.
+        batch_window: Seconds to gather arrivals before a scheduling pass (RESTfulSwarm's
+            ``wait_time``); 0 schedules at once.
+        starvation_seconds: A job that has waited this long holds back every job behind it
+            in the queue until it is placed (a reservation against starvation); None to
+            never hold back.
+    """
+
+    strategy: str = "best-fit"
+    preemption: bool = False
+    batch_window: float = 0.0
+    starvation_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: expected one of {', '.join(STRATEGIES)}")
+        if not (math.isfinite(self.batch_window) and self.batch_window >= 0):
+            raise ValueError("batch_window: expected seconds >= 0")
+        if self.starvation_seconds is not None and not (
+            math.isfinite(self.starvation_seconds) and self.starvation_seconds >= 0
+        ):
+            raise ValueError("starvation_seconds: expected seconds >= 0")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Settings shared by every loop, plus each loop's own.
+
+    Attributes:
+        workers: Worker threads per controller.
+        resync: Seconds between re-enqueues of every object; None for never.
+        lease_duration: Seconds a leader keeps its Lease without renewing it; another
+            instance takes over this long after the leader stopped renewing.
+        renew_interval: Seconds between a leader's renewals (and a follower's attempts).
+        scheduler: The scheduler's settings.
+    """
+
+    workers: int = 2
+    resync: float | None = 300.0
+    lease_duration: float = 4.0
+    renew_interval: float = 1.0
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers: expected at least 1")
+        if self.resync is not None and not self.resync > 0:
+            raise ValueError("resync: expected seconds > 0")
+        if not 0 < self.renew_interval < self.lease_duration:
+            raise ValueError("renew_interval: expected 0 < renew_interval < lease_duration")
+
+
+__all__ = ["ControllerSettings", "SchedulerSettings"]
