@@ -22,7 +22,18 @@ from swarmapply.cli.context import Context
 from swarmapply.errors import SwarmapplyError
 
 #: The command modules, in the order ``--help`` lists them; each has register() and run().
-COMMANDS = ("apply", "diff", "get", "describe", "delete", "explain", "wait", "plan", "completion")
+COMMANDS = (
+    "apply",
+    "diff",
+    "get",
+    "describe",
+    "delete",
+    "explain",
+    "wait",
+    "simulate",
+    "plan",
+    "completion",
+)
 
 EXAMPLES = """examples:
   swarmapply -f job.yaml                 apply one manifest
@@ -31,6 +42,7 @@ EXAMPLES = """examples:
   swarmapply get jobs                    list jobs as a table
   swarmapply describe job hello          status, tasks and events of a job
   swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
+  swarmapply simulate --nodes nodes.yaml -f jobs.yaml --strategy all   compare strategies
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
 """
 

@@ -176,20 +176,26 @@ def table_rows(
     return lines if header else lines[1:]
 
 
-def align(rows: Sequence[Sequence[str]], color: bool = False) -> list[str]:
+def align(
+    rows: Sequence[Sequence[str]], color: bool = False, right: Sequence[bool] = ()
+) -> list[str]:
     """Rows of cells as aligned text lines, three spaces between columns.
 
-    With ``color``, state cells of every row but the first (the header) are coloured.
+    Args:
+        rows: The header row first, then the data rows.
+        color: Colour state cells of every row but the header.
+        right: Per column, True to align right (numbers); missing columns align left.
     """
     if not rows:
         return []
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    flush = [i < len(right) and right[i] for i in range(len(widths))]
     lines = []
     for index, r in enumerate(rows):
-        cells = [
-            _paint(cell, cell.ljust(w)) if color and index else cell.ljust(w)
-            for cell, w in zip(r, widths, strict=True)
-        ]
+        cells = []
+        for cell, w, to_right in zip(r, widths, flush, strict=True):
+            padded = cell.rjust(w) if to_right else cell.ljust(w)
+            cells.append(_paint(cell, padded) if color and index else padded)
         lines.append("   ".join(cells).rstrip())
     return lines
 

@@ -445,9 +445,16 @@ def test_the_example_directory_admits_as_a_whole() -> None:
     admitted = admit_paths([str(MANIFESTS)], recursive=True, stdin=io.StringIO())
     kinds = sorted((a.obj["kind"], a.obj["metadata"]["name"]) for a in admitted)
     assert kinds == [
+        ("Job", "etl"),
         ("Job", "hello"),
         ("Job", "job1"),
         ("Job", "pinned"),
+        ("Job", "probe"),
+        ("Job", "report"),
+        ("Job", "train"),
+        ("Job", "web"),
+        ("Node", "rack-1"),
+        ("Node", "rack-2"),
         ("Node", "sim-1"),
         ("Node", "sim-2"),
     ]
