@@ -270,7 +270,12 @@ def _node(out: _Text, node: Object, extra: Related) -> None:
             for t in extra.tasks
         ],
     )
-    out.table("Core map", ("CORE", "TASK"), core_map(capacity, extra.tasks))
+    # The scheduler's recorded view when there is one, else what the bound tasks say.
+    holders = [
+        {"metadata": {"name": entry.get("task", "?")}, "status": {"cpuset": entry.get("cpuset")}}
+        for entry in allocated.get("tasks") or []
+    ]
+    out.table("Core map", ("CORE", "TASK"), core_map(capacity, holders or extra.tasks))
 
 
 def _generic(out: _Text, obj: Object, extra: Related) -> None:
