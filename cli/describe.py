@@ -43,7 +43,7 @@ EXAMPLES = """examples:
 
 
 #: Task phases whose cores are released (they hold no core in a node's core map).
-FINISHED = ("Succeeded", "Failed")
+FINISHED = frozenset({"Succeeded", "Failed"})
 
 #: The width of the label column (values start here).
 LABEL_WIDTH = 24

@@ -31,6 +31,7 @@ COMMANDS = (
     "explain",
     "wait",
     "simulate",
+    "controllers",
     "plan",
     "completion",
 )
@@ -44,6 +45,7 @@ EXAMPLES = """examples:
   swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
   swarmapply simulate --nodes nodes.yaml -f jobs.yaml --strategy all   compare strategies
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
+  swarmapply controllers                 run the control loops (run several for failover)
 """
 
 

@@ -1,7 +1,8 @@
 """The job controller: keeps each Job's Tasks in line with its spec and reports its status.
 
 For one Job name, :meth:`JobController.reconcile` reads the Job and every Task whose
-``spec.job`` names it, asks :mod:`.job_status` what to do, and does it in a crash-safe order:
+``spec.job`` names it, asks :mod:`.job_tasks` which Task writes to make and :mod:`.job_status`
+which status to report, and does it in a crash-safe order:
 
 1. delete leftover Tasks of an earlier Job of the same name (another uid);
 2. create the missing Tasks and the new attempts that replace failed (or changed) ones;
@@ -30,6 +31,7 @@ from datetime import datetime, timezone
 
 from swarmapply.api.store import AlreadyExists, NotFound, Object, Store
 from swarmapply.controllers import job_status as js
+from swarmapply.controllers import job_tasks as jt
 from swarmapply.controllers.runtime import Controller, SecondaryKind, failure_event, owner_keys
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.controllers.workqueue import WorkQueue
@@ -88,7 +90,7 @@ class JobController:
         except NotFound:
             self._delete_leftovers(key)
             return
-        if js.is_terminating(job):
+        if jt.is_terminating(job):
             return
         now = self.clock()
         remaining = js.ttl_remaining(job, now)
@@ -96,14 +98,14 @@ class JobController:
             self._expire(job)
             return
         tasks = self.store.list("Task", field_selector=f"spec.job={key}").items
-        plan = js.plan_tasks(job, tasks)
+        plan = jt.plan_tasks(job, tasks)
         for task in plan.leftovers:
             self._delete_task(task, "it belongs to an earlier Job of the same name")
         created, conflicts = self._create(job, plan)
         self._task_events(job, plan, created)
         for task in plan.update:
             self.store.update(task)
-            log.info("Job %s: updated the spec of Task %s in place", key, js.name_of(task))
+            log.info("Job %s: updated the spec of Task %s in place", key, jt.name_of(task))
         for task in plan.delete:
             self._delete_task(task, "it was replaced or its task left the Job's spec")
         after = plan.after
@@ -122,7 +124,7 @@ class JobController:
         if conflicts:
             raise TaskNameConflict(
                 "; ".join(
-                    f'Task "{js.name_of(obj)}" for task {js.task_key(obj)!r} of Job "{key}" '
+                    f'Task "{jt.name_of(obj)}" for task {jt.task_key(obj)!r} of Job "{key}" '
                     f"already exists and is owned by {owner} (spec.job "
                     f"{(existing.get('spec') or {}).get('job')!r}), not by this Job; delete it "
                     "or rename the Job or the task"
@@ -134,13 +136,13 @@ class JobController:
     # -- steps -------------------------------------------------------------------------------
 
     def _create(
-        self, job: Object, plan: js.TaskPlan
+        self, job: Object, plan: jt.TaskPlan
     ) -> tuple[list[str], list[tuple[Object, Object]]]:
         """Create the plan's tasks; return the names created and the name conflicts."""
         created: list[str] = []
         conflicts: list[tuple[Object, Object]] = []
         for obj in plan.create:
-            name = js.name_of(obj)
+            name = jt.name_of(obj)
             try:
                 self.store.create(obj)
             except AlreadyExists:
@@ -148,25 +150,25 @@ class JobController:
                     existing = self.store.get("Task", name)
                 except NotFound as exc:
                     raise TemporaryError(
-                        f'Task "{name}" existed when Job "{js.name_of(job)}" created it and is '
+                        f'Task "{name}" existed when Job "{jt.name_of(job)}" created it and is '
                         "gone again; retrying"
                     ) from exc
-                if js.is_owned_by(existing, job):
+                if jt.is_owned_by(existing, job):
                     log.info("Task %s exists already (created by an earlier run)", name)
                     continue
                 conflicts.append((obj, existing))
                 continue
             created.append(name)
-            log.info("Job %s: created Task %s", js.name_of(job), name)
+            log.info("Job %s: created Task %s", jt.name_of(job), name)
         if conflicts:
             # A replaced attempt stays until its successor exists.
-            lost = {js.name_of(o) for o, _ in conflicts}
+            lost = {jt.name_of(o) for o, _ in conflicts}
             kept = {r.old for r in plan.replacements if r.new in lost}
-            plan.delete = [t for t in plan.delete if js.name_of(t) not in kept]
+            plan.delete = [t for t in plan.delete if jt.name_of(t) not in kept]
         return created, conflicts
 
     def _delete_task(self, task: Object, why: str) -> None:
-        name = js.name_of(task)
+        name = jt.name_of(task)
         try:
             self.store.delete("Task", name)
         except NotFound:
@@ -178,8 +180,8 @@ class JobController:
         """The Job is gone: delete Tasks naming it whose owning Job no longer exists."""
         tasks = self.store.list("Task", field_selector=f"spec.job={job_name}").items
         for task in tasks:
-            owners = js.job_owner_uids(task)
-            if not owners or js.is_terminating(task):
+            owners = jt.job_owner_uids(task)
+            if not owners or jt.is_terminating(task):
                 continue
             alive = any(
                 self.store.list("Job", field_selector=f"metadata.uid={uid}").items for uid in owners
@@ -188,14 +190,14 @@ class JobController:
                 self._delete_task(task, f"its Job {job_name} is gone")
 
     def _expire(self, job: Object) -> None:
-        name = js.name_of(job)
+        name = jt.name_of(job)
         try:
             self.store.delete("Job", name, resource_version=job["metadata"].get("resourceVersion"))
         except NotFound:
             return
         log.info("Job %s finished more than ttlSecondsAfterFinished ago: deleted", name)
 
-    def _task_events(self, job: Object, plan: js.TaskPlan, created: list[str]) -> None:
+    def _task_events(self, job: Object, plan: jt.TaskPlan, created: list[str]) -> None:
         done = set(created)
         fresh = [n for n in plan.created_missing if n in done]
         if fresh:
@@ -211,7 +213,7 @@ class JobController:
         try:
             self.store.create(failure_event(job, reason, message, component=COMPONENT, type_=type_))
         except Exception:
-            log.exception("could not record Event %s on Job %s", reason, js.name_of(job))
+            log.exception("could not record Event %s on Job %s", reason, jt.name_of(job))
 
 
 def _owner_text(task: Object) -> str:

@@ -245,7 +245,10 @@ class Scheduler:
         self._dirty.set()
         try:
             while not stop.is_set():
-                self._dirty.wait(self.resync)
+                deadline = time.monotonic() + self.resync
+                while not stop.is_set() and time.monotonic() < deadline:
+                    if self._dirty.wait(min(self.watch_timeout, deadline - time.monotonic())):
+                        break
                 if stop.is_set():
                     break
                 if self.settings.batch_window and stop.wait(self.settings.batch_window):

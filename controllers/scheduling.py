@@ -35,9 +35,11 @@ from typing import Any
 
 from swarmapply.api.quantity import format_cpuset, parse_cpuset
 from swarmapply.api.store.lifecycle import parse_time
+from swarmapply.controllers.job_tasks import FINISHED, TASK_LABEL
 from swarmapply.controllers.placement import schedule
 from swarmapply.controllers.placement_index import natural_key
 from swarmapply.controllers.placement_model import (
+    Decision,
     JobRequest,
     NodeState,
     Placement,
@@ -49,9 +51,6 @@ from swarmapply.controllers.requests import node_state, task_request
 from swarmapply.controllers.settings import SchedulerSettings
 
 Object = dict[str, Any]
-
-FINISHED = frozenset({"Succeeded", "Failed"})
-TASK_LABEL = "swarmapply.io/task"
 
 
 @dataclass(frozen=True)
@@ -167,9 +166,13 @@ def _queue(
 ) -> tuple[list[JobRequest], dict[str, list[str]]]:
     """The queued jobs (unbound tasks only) and each one's unbound task names."""
     by_job: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    present_by_job: dict[str, set[str]] = defaultdict(set)
     for task in tasks:
+        job_name = str((task.get("spec") or {}).get("job", ""))
+        # A finished task still counts as present: its job is complete, not half-created.
+        present_by_job[job_name].add(str((task["metadata"].get("labels") or {}).get(TASK_LABEL)))
         if is_live(task):
-            by_job[str((task.get("spec") or {}).get("job", ""))].append(task)
+            by_job[job_name].append(task)
     queue: list[JobRequest] = []
     pending: dict[str, list[str]] = {}
     for job in jobs:
@@ -178,9 +181,8 @@ def _queue(
             continue
         live = by_job.get(name, [])
         wanted = {str(t["name"]) for t in (job.get("spec") or {}).get("tasks") or []}
-        present = {str((t["metadata"].get("labels") or {}).get(TASK_LABEL, "")) for t in live}
         unbound = [t for t in live if not (t.get("status") or {}).get("node")]
-        if not unbound or not wanted <= present:
+        if not unbound or not wanted <= present_by_job[name]:
             continue
         unbound.sort(key=_name)
         spec = job.get("spec") or {}
@@ -223,6 +225,14 @@ def _running(
             )
         )
     return running
+
+
+def _live_names_by_job(tasks: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = defaultdict(list)
+    for task in sorted(tasks, key=_name):
+        if is_live(task):
+            names[str((task.get("spec") or {}).get("job", ""))].append(_name(task))
+    return names
 
 
 def allocation_view(
@@ -289,17 +299,29 @@ def plan_pass(
             if not victims:
                 continue
             freed = [r for r in running if r.name in victims]
-            states_freed = with_released(after, (p for v in freed for p in v.placements))
+            # A victim is evicted whole: what it was given in this pass is not bound either.
+            kept = [p for p in placed if p.job not in victims]
+            states_freed = with_released(
+                with_taken(states, kept), (p for v in freed for p in v.placements)
+            )
             [redo] = schedule(states_freed, [job], settings.strategy)
             if redo.placements is None:  # pragma: no cover - choose_victims checked this
                 continue
-            decisions = [redo if d.job == job.name else d for d in decisions]
-            placed.extend(redo.placements)
+            decisions = [
+                redo
+                if d.job == job.name
+                else Decision(d.job, None, f"preempted by job {job.name}")
+                if d.job in victims
+                else d
+                for d in decisions
+            ]
+            placed = kept + list(redo.placements)
+            live_by_job = _live_names_by_job(tasks)
             for victim in freed:
                 evictions.append(
                     Eviction(
                         job=victim.name,
-                        tasks=tuple(p.task for p in victim.placements),
+                        tasks=tuple(live_by_job[victim.name]),
                         by=job.name,
                         message=(
                             f"preempted by job {job.name} (priority {job.priority}, "

@@ -13,7 +13,7 @@ import pytest
 
 from swarmapply.api.admission import admit, validate_object
 from swarmapply.api.store import Conflict, NotFound, Store, open_store
-from swarmapply.controllers import job_status as js
+from swarmapply.controllers import job_tasks as jt
 from swarmapply.controllers.job import JobController, TaskNameConflict, build
 from swarmapply.controllers.runtime import Controller
 from swarmapply.controllers.settings import ControllerSettings
@@ -207,7 +207,7 @@ def test_failed_tasks_are_restarted_until_the_backoff_limit(store: Store) -> Non
         for attempt in (1, 2):
             bind(store, current)
             set_task_status(store, current, phase="Failed", exitCode=1)
-            new = js.task_name("web", "a", attempt)
+            new = jt.task_name("web", "a", attempt)
             wait_for(lambda n=new: set(tasks_of(store)) == {n, "web-b"}, what=f"attempt {attempt}")
             wait_for(
                 lambda a=attempt: store.get("Job", "web")["status"].get("restarts") == a,
@@ -324,12 +324,12 @@ def test_a_task_name_held_by_someone_else_is_a_permanent_error(sqlite: Store) ->
 
 
 def test_leftover_tasks_of_a_gone_job_are_deleted(sqlite: Store) -> None:
-    old = js.build_task(
+    old = jt.build_task(
         {**admitted_job(), "metadata": {"name": "web", "uid": "gone"}},
         {"name": "a", "image": "x", "memory": 1},
     )
     sqlite.create(old)
-    orphan = js.build_task(
+    orphan = jt.build_task(
         {**admitted_job(), "metadata": {"name": "web", "uid": "x"}},
         {"name": "b", "image": "x", "memory": 1},
     )
@@ -343,7 +343,7 @@ def test_leftover_tasks_of_a_gone_job_are_deleted(sqlite: Store) -> None:
     with pytest.raises(TaskNameConflict):  # web-b is held by the orphan
         JobController(sqlite).reconcile("web")
     job_uid = sqlite.get("Job", "web")["metadata"]["uid"]
-    assert js.job_owner_uids(sqlite.get("Task", "web-a")) == [job_uid]
+    assert jt.job_owner_uids(sqlite.get("Task", "web-a")) == [job_uid]
 
 
 class Crash(Exception):
@@ -403,7 +403,7 @@ def test_killed_at_every_write_and_restarted_converges_to_the_same_state(tmp_pat
     writes = reference.revision() - writes
     expected = outcome(reference)
     reference.close()
-    assert expected[0] == sorted(["web-b", "web-d", js.task_name("web", "a", 1)])
+    assert expected[0] == sorted(["web-b", "web-d", jt.task_name("web", "a", 1)])
     assert expected[1:3] == ("Pending", 1)
     for budget in range(writes):
         store = sqlite_store(tmp_path / f"crash-{budget}.db")

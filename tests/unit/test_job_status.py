@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmapply.api.admission import admit, validate_object
+from swarmapply.api.names import dns1123_label_error
 from swarmapply.controllers import job_status as js
+from swarmapply.controllers import job_tasks as jt
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 LATER = NOW + timedelta(seconds=30)
@@ -52,7 +54,7 @@ def task(
     **status: Any,
 ) -> dict[str, Any]:
     (spec_entry,) = [e for e in job["spec"]["tasks"] if e["name"] == entry]
-    obj = js.build_task(job, spec_entry, attempt, failures)
+    obj = jt.build_task(job, spec_entry, attempt, failures)
     obj["metadata"]["resourceVersion"] = "5"
     if phase is not None:
         status = {"phase": phase, **status}
@@ -67,31 +69,31 @@ def task(
 
 
 def test_short_names_are_job_dash_task() -> None:
-    assert js.task_name("web", "db") == "web-db"
-    assert js.task_name("a" * 31, "b" * 31) == "a" * 31 + "-" + "b" * 31  # exactly 63
+    assert jt.task_name("web", "db") == "web-db"
+    assert jt.task_name("a" * 31, "b" * 31) == "a" * 31 + "-" + "b" * 31  # exactly 63
 
 
 def test_long_names_and_later_attempts_carry_a_hash() -> None:
-    long = js.task_name("a" * 40, "b" * 40)
+    long = jt.task_name("a" * 40, "b" * 40)
     assert len(long) == 63 and long.startswith("a" * 40 + "-bbb")
-    assert js.task_name("web", "db", 1).startswith("web-db-")
-    assert js.task_name("web", "db", 1) != js.task_name("web", "db", 2)
-    assert len(js.task_name("web", "db", 1)) == len("web-db-") + 10
+    assert jt.task_name("web", "db", 1).startswith("web-db-")
+    assert jt.task_name("web", "db", 1) != jt.task_name("web", "db", 2)
+    assert len(jt.task_name("web", "db", 1)) == len("web-db-") + 10
     # A prefix ending in '-' loses it, so the label stays valid.
-    name = js.task_name("a" * 51, "bb")
-    assert name.startswith("a" * 51 + "-") and js.is_dns1123_label(name)
+    name = jt.task_name("a" * 51, "bb")
+    assert name.startswith("a" * 51 + "-") and dns1123_label_error(name) is None
     with pytest.raises(ValueError, match="attempt"):
-        js.task_name("web", "db", -1)
+        jt.task_name("web", "db", -1)
 
 
 @given(job=label, task=label, attempt=st.integers(min_value=0, max_value=10**6))
 def test_names_are_bounded_valid_and_deterministic(job: str, task: str, attempt: int) -> None:
-    name = js.task_name(job, task, attempt)
+    name = jt.task_name(job, task, attempt)
     assert len(name) <= 63
-    assert js.is_dns1123_label(name)
-    assert name == js.task_name(job, task, attempt)
+    assert dns1123_label_error(name) is None
+    assert name == jt.task_name(job, task, attempt)
     if attempt:
-        assert name != js.task_name(job, task, 0)
+        assert name != jt.task_name(job, task, 0)
         assert name[-11] == "-" and all(c in "0123456789abcdef" for c in name[-10:])
 
 
@@ -103,10 +105,10 @@ def test_task_objects_are_valid_tasks_with_owner_labels_and_spec() -> None:
     job["spec"]["tasks"][0].update(
         command=["sleep", "1"], environment={"A": "1"}, node="n1", cpuset="0-1", cores=2
     )
-    obj = js.build_task(job, job["spec"]["tasks"][0], attempt=2, failures=1)
+    obj = jt.build_task(job, job["spec"]["tasks"][0], attempt=2, failures=1)
     assert validate_object(obj) == []
     meta = obj["metadata"]
-    assert meta["name"] == js.task_name("web", "a", 2)
+    assert meta["name"] == jt.task_name("web", "a", 2)
     assert meta["labels"] == {"swarmapply.io/job": "web", "swarmapply.io/task": "a"}
     assert meta["annotations"] == {"swarmapply.io/attempt": "2", "swarmapply.io/failures": "1"}
     assert meta["ownerReferences"] == [
@@ -132,20 +134,20 @@ def test_task_objects_are_valid_tasks_with_owner_labels_and_spec() -> None:
         "priority": 5,
         "restartPolicy": "OnFailure",
     }
-    assert js.attempt_of(obj) == 2 and js.failures_of(obj) == 1 and js.task_key(obj) == "a"
+    assert jt.attempt_of(obj) == 2 and jt.failures_of(obj) == 1 and jt.task_key(obj) == "a"
 
 
 def test_network_defaults_to_the_job_name() -> None:
     job = make_job()
     del job["spec"]["network"]
-    assert js.task_spec(job, job["spec"]["tasks"][0])["network"] == "web"
+    assert jt.task_spec(job, job["spec"]["tasks"][0])["network"] == "web"
 
 
 # ------------------------------------------------------------------------- restart decisions
 
 
 def live(job: dict[str, Any], *tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return js.live_tasks(job, list(tasks))
+    return jt.live_tasks(job, list(tasks))
 
 
 @pytest.mark.parametrize(
@@ -176,7 +178,7 @@ def test_restart_decision(
     if limit is not None:
         spec["backoffLimit"] = limit
     job = make_job(("a", "b"), **spec)
-    decision = js.restart_decision(
+    decision = jt.restart_decision(
         job, live(job, task(job, "a", phase, failures=failures), task(job, "b", "Running"))
     )
     assert decision.replace == replace
@@ -187,7 +189,7 @@ def test_restart_decision(
 def test_failures_on_all_tasks_count_together_and_messages_name_the_task() -> None:
     job = make_job(("a", "b"), restartPolicy="OnFailure", backoffLimit=2)
     tasks = live(job, task(job, "a", "Failed", failures=1, exitCode=3), task(job, "b", "Failed"))
-    decision = js.restart_decision(job, tasks)
+    decision = jt.restart_decision(job, tasks)
     assert decision.replace == ()
     assert decision.give_up is not None
     reason, message = decision.give_up
@@ -198,8 +200,8 @@ def test_failures_on_all_tasks_count_together_and_messages_name_the_task() -> No
 
 def test_a_finished_job_restarts_nothing() -> None:
     job = make_job(("a",), restartPolicy="Always", status={"phase": "Failed"})
-    decision = js.restart_decision(job, live(job, task(job, "a", "Failed")))
-    assert decision == js.RestartDecision((), 1, 0, None)
+    decision = jt.restart_decision(job, live(job, task(job, "a", "Failed")))
+    assert decision == jt.RestartDecision((), 1, 0, None)
 
 
 # ------------------------------------------------------------------------------------ plan
@@ -211,11 +213,11 @@ def names(objs: list[dict[str, Any]]) -> list[str]:
 
 def test_plan_creates_missing_tasks_and_nothing_when_all_exist() -> None:
     job = make_job()
-    plan = js.plan_tasks(job, [])
+    plan = jt.plan_tasks(job, [])
     assert names(plan.create) == ["web-a", "web-b"]
     assert plan.created_missing == ["web-a", "web-b"]
     existing = [task(job, "a"), task(job, "b")]
-    again = js.plan_tasks(job, existing)
+    again = jt.plan_tasks(job, existing)
     assert again.empty
     assert names(again.after) == ["web-a", "web-b"]
 
@@ -223,15 +225,25 @@ def test_plan_creates_missing_tasks_and_nothing_when_all_exist() -> None:
 def test_plan_replaces_a_failed_task_before_deleting_it() -> None:
     job = make_job(restartPolicy="OnFailure")
     failed = task(job, "a", "Failed", exitCode=1)
-    plan = js.plan_tasks(job, [failed, task(job, "b", "Running")])
+    plan = jt.plan_tasks(job, [failed, task(job, "b", "Running")])
     (new,) = plan.create
-    assert new["metadata"]["name"] == js.task_name("web", "a", 1)
+    assert new["metadata"]["name"] == jt.task_name("web", "a", 1)
     assert new["metadata"]["annotations"]["swarmapply.io/failures"] == "1"
     assert names(plan.delete) == ["web-a"]
     assert plan.replacements[0].why == "failed with exit code 1"
     # Killed after the create: the rerun only deletes the old attempt.
-    rerun = js.plan_tasks(job, [failed, new, task(job, "b", "Running")])
+    rerun = jt.plan_tasks(job, [failed, new, task(job, "b", "Running")])
     assert rerun.create == [] and names(rerun.delete) == ["web-a"]
+
+
+def test_plan_restarts_succeeded_tasks_under_always_without_counting_a_failure() -> None:
+    job = make_job(restartPolicy="Always")
+    done, failed = task(job, "a", "Succeeded", failures=1), task(job, "b", "Failed")
+    plan = jt.plan_tasks(job, [done, failed])
+    assert names(plan.create) == [jt.task_name("web", "a", 1), jt.task_name("web", "b", 1)]
+    assert [jt.failures_of(t) for t in plan.create] == [1, 1]
+    assert [r.why for r in plan.replacements] == ["succeeded (restartPolicy Always)", "failed"]
+    assert names(plan.delete) == ["web-a", "web-b"] and plan.created_missing == []
 
 
 def test_plan_deletes_removed_entries_and_leftovers_of_an_earlier_job() -> None:
@@ -243,7 +255,7 @@ def test_plan_deletes_removed_entries_and_leftovers_of_an_earlier_job() -> None:
     orphan = task(old, "b")
     orphan["metadata"]["name"] = "web-b-orphan"
     orphan["metadata"]["ownerReferences"] = []  # deliberately orphaned: left alone
-    plan = js.plan_tasks(job, [task(job, "a"), task(make_job(("a", "b")), "b"), stale, orphan])
+    plan = jt.plan_tasks(job, [task(job, "a"), task(make_job(("a", "b")), "b"), stale, orphan])
     assert names(plan.delete) == ["web-b"]
     assert names(plan.leftovers) == ["web-a-old"]
     assert plan.create == []
@@ -254,11 +266,11 @@ def test_plan_updates_pending_tasks_and_replaces_bound_ones() -> None:
     pending, bound = task(job, "a"), task(job, "b", "Running")
     job["spec"]["tasks"][0]["image"] = "busybox:2"
     job["spec"]["tasks"][1]["image"] = "busybox:2"
-    plan = js.plan_tasks(job, [pending, bound])
+    plan = jt.plan_tasks(job, [pending, bound])
     assert names(plan.update) == ["web-a"]
     assert plan.update[0]["spec"]["image"] == "busybox:2"
     assert plan.update[0]["metadata"]["resourceVersion"] == "5"  # compare-and-swap
-    assert names(plan.create) == [js.task_name("web", "b", 1)]
+    assert names(plan.create) == [jt.task_name("web", "b", 1)]
     assert plan.replacements[0].why == "spec changed"
     assert names(plan.delete) == ["web-b"]
 
@@ -267,13 +279,13 @@ def test_priority_changes_are_made_in_place_even_on_running_tasks() -> None:
     job = make_job()
     running = task(job, "a", "Running")
     job["spec"]["priority"] = 9
-    assert js.spec_change(running, js.task_spec(job, job["spec"]["tasks"][0])) == "update"
-    assert js.spec_change(task(job, "a", "Succeeded"), {"image": "x"}) == "none"
+    assert jt.spec_change(running, jt.task_spec(job, job["spec"]["tasks"][0])) == "update"
+    assert jt.spec_change(task(job, "a", "Succeeded"), {"image": "x"}) == "none"
 
 
 def test_plan_of_a_finished_job_creates_nothing() -> None:
     job = make_job(restartPolicy="OnFailure", status={"phase": "Failed"})
-    plan = js.plan_tasks(job, [task(job, "a", "Failed")])
+    plan = jt.plan_tasks(job, [task(job, "a", "Failed")])
     assert plan.empty
 
 
@@ -281,8 +293,8 @@ def test_a_new_attempt_goes_past_a_terminating_one() -> None:
     job = make_job(("a",))
     going = task(job, "a", "Running", attempt=3)
     going["metadata"]["deletionTimestamp"] = T_NOW
-    plan = js.plan_tasks(job, [going])
-    assert names(plan.create) == [js.task_name("web", "a", 4)]
+    plan = jt.plan_tasks(job, [going])
+    assert names(plan.create) == [jt.task_name("web", "a", 4)]
     assert plan.delete == []
 
 
@@ -409,6 +421,27 @@ def test_scheduled_condition_flips_once() -> None:
     assert running["conditions"][0]["lastTransitionTime"] == T_LATER
 
 
+def test_conditions_are_exactly_the_jobs_and_keep_their_transition_time() -> None:
+    job = make_job(("a",))
+    job["status"] = {
+        "phase": "Scheduled",
+        "conditions": [
+            {"type": "Other", "status": "True", "lastTransitionTime": T_NOW},
+            {"type": "Scheduled", "status": "True", "reason": "X", "lastTransitionTime": T_NOW},
+        ],
+    }
+    status = status_of(job, task(job, "a", "Running"), now=LATER)
+    assert status["conditions"] == [
+        {
+            "type": "Scheduled",
+            "status": "True",
+            "reason": "Scheduled",
+            "message": "all 1 tasks are placed",
+            "lastTransitionTime": T_NOW,
+        }
+    ]
+
+
 # ---------------------------------------------------------------------------------- events
 
 
@@ -436,3 +469,19 @@ def test_ttl_remaining() -> None:
     no_ttl = copy.deepcopy(job)
     del no_ttl["spec"]["ttlSecondsAfterFinished"]
     assert js.ttl_remaining(no_ttl, LATER) is None
+
+
+@pytest.mark.parametrize(
+    ("completion", "remaining"),
+    [
+        ("2026-01-02T04:04:05+01:00", 30.0),  # an offset is honoured
+        ("2026-01-02T03:04:05.750Z", 30.0),  # fractions of a second are ignored
+        ("2026-01-02T03:04:05", 30.0),  # no zone: UTC
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_ttl_reads_rfc3339_completion_times(completion: str, remaining: float | None) -> None:
+    job = make_job(ttlSecondsAfterFinished=60)
+    job["status"] = {"phase": "Failed", "completionTime": completion}
+    assert js.ttl_remaining(job, LATER) == remaining

@@ -1,0 +1,263 @@
+"""``swarmapply controllers``: run the control loops until stopped.
+
+Each selected controller campaigns for its own Lease (``controller-<name>``), so any number of
+these processes can run against one store: each controller is active in exactly one of them,
+and another takes over when that one dies (see :mod:`swarmapply.controllers.leader`). A process
+may also run a single controller (``--only scheduler``), and others the rest.
+
+SIGTERM and SIGINT stop it gracefully: the controllers finish their current work, the Leases
+are released so that another process takes over at once, and the command exits 0. A second
+signal exits at once (status 130) without waiting. Leadership changes and controller problems
+are logged to stderr, one line each.
+
+What it does not do: restart itself or supervise other processes; run it under a service
+manager (systemd, a Swarm service) for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from swarmapply.api.store import redact_url
+from swarmapply.cli.context import Context
+from swarmapply.controllers.manager import (
+    REGISTRY,
+    ControllerManager,
+    ControllerUnavailable,
+    known_controllers,
+    resolve_factories,
+)
+from swarmapply.controllers.placement_model import STRATEGIES
+from swarmapply.controllers.settings import ControllerSettings, SchedulerSettings
+
+EXAMPLES = """examples:
+  swarmapply controllers                              run every controller
+  swarmapply controllers --only job                   only the job controller
+  swarmapply controllers --only scheduler --strategy first-fit --batch-window 2
+  swarmapply controllers --store mongodb://db:27017/swarm --lease-duration 10
+
+Several processes may run against one store (MongoDB, or one SQLite file on one machine):
+each controller is active in exactly one of them, and another takes over within about
+--lease-duration seconds when that one dies, or at once when it is stopped.
+SIGTERM or Ctrl-C stops gracefully; a second one exits at once.
+Exit status: 0 after a clean shutdown, 1 on an error, 2 on bad usage.
+"""
+
+#: ``ControllerSettings`` field -> the option that sets it, for error messages.
+_OPTION_OF_FIELD = {
+    "strategy": "--strategy",
+    "preemption": "--preemption",
+    "batch_window": "--batch-window",
+    "starvation_seconds": "--starvation-seconds",
+    "workers": "--workers",
+    "lease_duration": "--lease-duration",
+    "renew_interval": "--lease-duration",
+}
+
+#: The longest renew interval; shorter leases renew four times per lease duration.
+MAX_RENEW_INTERVAL = 1.0
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+
+class UsageError(ValueError):
+    """An option value that is wrong; the message starts with the option."""
+
+
+def parse_only(text: str | None) -> list[str]:
+    """Parses ``--only``: a comma-separated list of controller names (pure).
+
+    Raises:
+        UsageError: The list is empty or has an empty item.
+    """
+    if text is None:
+        return []
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise UsageError(f"--only: expected controller names separated by commas, got {text!r}")
+    return names
+
+
+def build_settings(args: argparse.Namespace) -> ControllerSettings:
+    """Maps the options onto :class:`ControllerSettings` (pure).
+
+    The renew interval is a quarter of the lease duration, at most one second.
+
+    Raises:
+        UsageError: A value is invalid; the message names the option.
+    """
+    lease = float(args.lease_duration)
+    if not (math.isfinite(lease) and lease > 0):
+        raise UsageError(f"--lease-duration: expected seconds > 0, got {args.lease_duration:g}")
+    try:
+        return ControllerSettings(
+            workers=args.workers,
+            lease_duration=lease,
+            renew_interval=min(MAX_RENEW_INTERVAL, lease / 4),
+            scheduler=SchedulerSettings(
+                strategy=args.strategy,
+                preemption=args.preemption,
+                batch_window=args.batch_window,
+                starvation_seconds=args.starvation_seconds,
+            ),
+        )
+    except ValueError as exc:
+        field, _, problem = str(exc).partition(": ")
+        option = _OPTION_OF_FIELD.get(field)
+        raise UsageError(f"{option}: {problem}" if option and problem else str(exc)) from exc
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _known_names() -> str:
+    """The known controller names for help texts (built-ins only if the plugins are broken)."""
+    try:
+        return ", ".join(known_controllers())
+    except ControllerUnavailable:
+        return ", ".join(REGISTRY)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
+    """Adds the ``controllers`` command to the command parsers."""
+    parser = commands.add_parser(
+        "controllers",
+        help="run the controllers (job, scheduler, ...) until stopped",
+        description="Run the controllers until SIGTERM or Ctrl-C. Each controller is elected\n"
+        "through a Lease in the store, so several of these processes share the work.",
+        epilog=EXAMPLES,
+        **kw,
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help=f"comma-separated controllers to run (default: all; known: {_known_names()})",
+    )
+    parser.add_argument(
+        "--strategy",
+        default=SchedulerSettings.strategy,
+        metavar="NAME",
+        help=f"placement strategy: {', '.join(STRATEGIES)} (default {SchedulerSettings.strategy})",
+    )
+    parser.add_argument(
+        "--preemption",
+        action="store_true",
+        help="let higher-priority jobs evict lower-priority ones when they cannot fit",
+    )
+    parser.add_argument(
+        "--batch-window",
+        type=_seconds,
+        default=SchedulerSettings.batch_window,
+        metavar="SECONDS",
+        help="gather arrivals this long before a scheduling pass (default 0: at once)",
+    )
+    parser.add_argument(
+        "--starvation-seconds",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="a job waiting this long holds back the jobs behind it (default: never)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=ControllerSettings.workers,
+        metavar="N",
+        help=f"worker threads per controller (default {ControllerSettings.workers})",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=_seconds,
+        default=ControllerSettings.lease_duration,
+        metavar="SECONDS",
+        help="how long after a process dies another takes over; followers round it up to "
+        f"whole seconds (default {ControllerSettings.lease_duration:g})",
+    )
+    parser.add_argument(
+        "--identity",
+        metavar="ID",
+        help="this process's name in the Leases (default: HOSTNAME-PID-RANDOM)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = None) -> int:
+    """Runs ``swarmapply controllers`` until a signal (or ``stop``, for tests) stops it.
+
+    Returns:
+        0 after a clean shutdown, 2 on a bad option value.
+    """
+    try:
+        names = parse_only(args.only)
+        settings = build_settings(args)
+        if args.identity is not None and args.identity.split() != [args.identity]:
+            raise UsageError(f"--identity: expected one word, got {args.identity!r}")
+        factories = resolve_factories(names)
+    except ValueError as exc:  # UsageError, or an unknown controller name
+        ctx.err(f"error: {exc}")
+        return 2
+    stop = stop if stop is not None else threading.Event()
+    logger = logging.getLogger("swarmapply")
+    handler = logging.StreamHandler(ctx.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if ctx.debug else logging.INFO)
+    restore = _handle_signals(stop)
+    try:
+        manager = ControllerManager(
+            ctx.store(), names, settings, factories=factories, identity=args.identity
+        )
+        logger.info(
+            "controllers %s starting as %s (store %s)",
+            ", ".join(manager.names),
+            manager.identity,
+            redact_url(ctx.store_url),
+        )
+        manager.run(stop)
+        logger.info("controllers stopped")
+    finally:
+        restore()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return 0
+
+
+def _handle_signals(stop: threading.Event) -> Callable[[], None]:
+    """Makes SIGTERM and SIGINT set ``stop`` (a second one interrupts); returns the undo.
+
+    Signal handlers can only be installed from the main thread; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logging.getLogger("swarmapply").info(
+            "%s received: stopping (send it again to exit at once)", signal.Signals(signum).name
+        )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
