@@ -43,17 +43,21 @@ Not guaranteed / not done here:
   :mod:`swarmapply.controllers.preemption`, not here;
 * memory is only reserved, not checked against what containers really use.
 
-Complexity (n nodes, c cores per node, t tasks in the queue): building the indexes is
-O(n log n); placing an unpinned task is O(log n) for first-fit and O(log n + s) for best-fit
-(s = nodes skipped in the chosen buckets for lack of memory), in the worst case O(n); choosing
-core ids is O(c log c); each core/memory update is O(log n) plus a bucket list move. Explaining a
-refusal scans every node once, O(n), but only for jobs that wait. A whole call is thus about
-O(n log n + t (log n + c log c)) in the common case.
+Complexity (n nodes, c cores per node, k distinct core counts requested, t tasks in the queue):
+building the indexes is O(n log n), plus O(n) for each core count's tree on its first request;
+placing an unpinned task is O(log n) for first-fit and O(log n + s) for best-fit (s = nodes
+skipped in the chosen buckets for lack of memory, in the worst case O(n)); choosing core ids is
+O(c log c); each core/memory update is O(k log n) plus a bucket list move. A request no smaller
+than one already refused (in cores and memory, with no capacity returned since) is refused in
+O(k) without a search. Explaining a refusal counts from the indexes, visiting only the nodes
+with enough free cores, and only for jobs that wait. A whole call is thus about
+O(n log n + t (k log n + c log c)) in the common case. ``python -m bench.placement_bench``
+measures it beside a linear scan.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import bisect
 from collections.abc import Sequence
 
 from swarmapply.api.quantity import format_cpuset, format_memory
@@ -104,6 +108,16 @@ class _Work:
             self.memory,
             [node.ready and node.schedulable for node in self.nodes],
         )
+        # For explanations: fixed per call, so counted once.
+        self.not_ready = sum(1 for node in self.nodes if not node.ready)
+        self.unschedulable = sum(1 for node in self.nodes if node.ready and not node.schedulable)
+        self.active_totals = sorted(
+            len(node.cores) for node in self.nodes if node.ready and node.schedulable
+        )
+        # Refused requests: cores -> the least memory refused with that many cores. Capacity
+        # only shrinks while jobs are placed, so a refusal stays true until a rollback, which
+        # restores the memo saved before the job (see checkpoint/restore).
+        self.refused: dict[int, int] = {}
 
     def take(self, pos: int, cores: Sequence[int], memory: int) -> None:
         self.free[pos].difference_update(cores)
@@ -114,6 +128,21 @@ class _Work:
         self.free[pos].update(cores)
         self.memory[pos] += memory
         self.index.update(pos, len(self.free[pos]), self.memory[pos])
+
+    def checkpoint(self) -> dict[int, int]:
+        """The refusal memo as it is before a job is tried."""
+        return dict(self.refused)
+
+    def restore(self, memo: dict[int, int]) -> None:
+        """After a rollback capacity is as at the checkpoint again, and so are the refusals."""
+        self.refused = memo
+
+    def surely_refused(self, cores: int, memory: int) -> bool:
+        """True when a request no larger in cores and memory was refused since (no node fits)."""
+        return any(c <= cores and m <= memory for c, m in self.refused.items())
+
+    def remember_refusal(self, cores: int, memory: int) -> None:
+        self.refused[cores] = min(memory, self.refused.get(cores, memory))
 
 
 def schedule(
@@ -207,12 +236,15 @@ def _place_job(work: _Work, job: JobRequest, strategy: str) -> Decision:
                     "and strategy node places only pinned tasks",
                 )
     taken: list[tuple[int, int, tuple[int, ...]]] = []  # (task index, position, cores)
+    memo = work.checkpoint()
     for i in sorted(range(len(job.tasks)), key=lambda i: _pin_rank(job.tasks[i])):
         task = job.tasks[i]
         found = _pinned(work, job, task) if task.node is not None else _choose(work, task, choice)
         if not isinstance(found, tuple):
             for k, pos, cores in reversed(taken):
                 work.give(pos, cores, job.tasks[k].memory)
+            if taken:
+                work.restore(memo)
             if found is None:
                 found = _explain(work, job, task, [job.tasks[k].name for k, _, _ in taken])
             return Decision(job.name, None, found)
@@ -228,11 +260,16 @@ def _place_job(work: _Work, job: JobRequest, strategy: str) -> Decision:
 
 
 def _choose(work: _Work, task: TaskRequest, choice: str) -> tuple[int, tuple[int, ...]] | None:
+    if work.surely_refused(task.cores, task.memory):
+        return None
     if choice == "first-fit":
         pos = work.index.first_fit(task.cores, task.memory)
     else:
         pos = work.index.best_fit(task.cores, task.memory)
-    return None if pos is None else (pos, pick_cores(work.free[pos], task.cores))
+    if pos is None:
+        work.remember_refusal(task.cores, task.memory)
+        return None
+    return pos, pick_cores(work.free[pos], task.cores)
 
 
 def _pinned(work: _Work, job: JobRequest, task: TaskRequest) -> tuple[int, tuple[int, ...]] | str:
@@ -301,18 +338,17 @@ def _explain(work: _Work, job: JobRequest, task: TaskRequest, earlier: list[str]
             f"{format_memory(memory)} together; each fits alone but not all at once: task "
             f"{task.name} of job {job.name} could not be placed after task(s) {names} were"
         )
-    counts: Counter[str] = Counter()
-    for pos, node in enumerate(work.nodes):
-        if not node.ready:
-            counts["ready"] += 1
-        elif not node.schedulable:
-            counts["schedulable"] += 1
-        elif len(node.cores) < task.cores:
-            counts["cores"] += 1
-        elif len(work.free[pos]) < task.cores:
-            counts["free"] += 1
-        elif work.memory[pos] < task.memory:
-            counts["memory"] += 1
+    # Each node counts once, under the first reason that applies, in _REASONS order; counted
+    # from the index, visiting only the nodes with enough free cores.
+    total_short = bisect.bisect_left(work.active_totals, task.cores)
+    with_free = work.index.count_free_at_least(task.cores)
+    counts = {
+        "ready": work.not_ready,
+        "schedulable": work.unschedulable,
+        "cores": total_short,
+        "free": len(work.active_totals) - total_short - with_free,
+        "memory": work.index.count_short_of_memory(task.cores, task.memory),
+    }
     head = f"0/{len(work.nodes)} nodes can run task {task.name} of job {job.name}"
     if not work.nodes:
         return f"{head}: the cluster has no nodes"

@@ -57,16 +57,18 @@ class CapacityIndex:
 
     Two structures are kept in step:
 
-    * a max segment tree over positions holding each node's free cores and free memory, so the
-      first position (in node order) that fits is found by descending only into subtrees whose
-      maxima are large enough: O(log n) when the node found is the first candidate by cores,
-      O(n) in the worst case (cores and memory maxima in different nodes everywhere);
+    * per requested core count k, a max segment tree over positions whose leaf is the node's
+      free memory when it has at least k free cores, else -1. The first position (in node
+      order) with ``cores`` free cores and ``memory`` is found by one root-to-leaf descent,
+      O(log n). A tree is built on first use, O(n), so there are only as many as distinct core
+      counts are requested;
     * buckets of positions by free-core count (a sorted list of the distinct counts, each with a
       sorted list of positions), so best fit starts at the smallest sufficient count:
       O(log n) to find the bucket, plus the nodes skipped for lack of memory.
 
-    An update (after taking or returning cores) costs O(log n) for the tree plus O(b) list moves
-    for the two buckets involved (b = bucket size; a memmove, cheap in practice).
+    An update (after taking or returning cores) costs O(log n) per tree whose leaf changes
+    (stopping early where a maximum is unchanged), plus O(b) list moves for the two buckets
+    involved (b = bucket size; a memmove, cheap in practice).
     """
 
     def __init__(
@@ -84,27 +86,30 @@ class CapacityIndex:
         while size < n:
             size *= 2
         self._size = size
-        self._tree_cores = [-1] * (2 * size)
-        self._tree_memory = [-1] * (2 * size)
         self._active = list(active)
         self._free = [-1] * n
         self._memory = [-1] * n
+        self._trees: dict[int, list[int]] = {}
         self._counts: list[int] = []
         self._buckets: dict[int, list[int]] = {}
         for pos in range(n):
             if self._active[pos]:
                 self._free[pos] = free_cores[pos]
                 self._memory[pos] = free_memory[pos]
-                self._tree_cores[size + pos] = free_cores[pos]
-                self._tree_memory[size + pos] = free_memory[pos]
                 self._bucket_add(pos, free_cores[pos])
-        for i in range(size - 1, 0, -1):
-            self._pull(i)
 
-    def _pull(self, i: int) -> None:
-        left, right = 2 * i, 2 * i + 1
-        self._tree_cores[i] = max(self._tree_cores[left], self._tree_cores[right])
-        self._tree_memory[i] = max(self._tree_memory[left], self._tree_memory[right])
+    def _tree(self, cores: int) -> list[int]:
+        tree = self._trees.get(cores)
+        if tree is None:
+            size = self._size
+            tree = [-1] * (2 * size)
+            for pos, free in enumerate(self._free):
+                if free >= cores:
+                    tree[size + pos] = self._memory[pos]
+            for i in range(size - 1, 0, -1):
+                tree[i] = max(tree[2 * i], tree[2 * i + 1])
+            self._trees[cores] = tree
+        return tree
 
     def _bucket_add(self, pos: int, count: int) -> None:
         bucket = self._buckets.get(count)
@@ -135,13 +140,19 @@ class CapacityIndex:
             self._bucket_add(pos, free_cores)
         self._free[pos] = free_cores
         self._memory[pos] = free_memory
-        i = self._size + pos
-        self._tree_cores[i] = free_cores
-        self._tree_memory[i] = free_memory
-        i //= 2
-        while i:
-            self._pull(i)
-            i //= 2
+        leaf = self._size + pos
+        for cores, tree in self._trees.items():
+            value = free_memory if free_cores >= cores else -1
+            if tree[leaf] == value:
+                continue
+            tree[leaf] = value
+            i = leaf // 2
+            while i:
+                best = max(tree[2 * i], tree[2 * i + 1])
+                if tree[i] == best:
+                    break
+                tree[i] = best
+                i //= 2
 
     def first_fit(self, cores: int, memory: int) -> int | None:
         """Returns the first active position with at least ``cores`` free cores and ``memory``.
@@ -153,17 +164,31 @@ class CapacityIndex:
         Returns:
             The lowest such position, or None.
         """
-        tree_cores, tree_memory, size = self._tree_cores, self._tree_memory, self._size
-        stack = [1]
-        while stack:
-            i = stack.pop()
-            if tree_cores[i] < cores or tree_memory[i] < memory:
-                continue
-            if i >= size:
-                return i - size
-            stack.append(2 * i + 1)
-            stack.append(2 * i)
-        return None
+        tree = self._tree(cores)
+        if tree[1] < memory or tree[1] < 0:
+            return None
+        i, size = 1, self._size
+        while i < size:
+            i = 2 * i if tree[2 * i] >= memory else 2 * i + 1
+        return i - size
+
+    def count_free_at_least(self, cores: int) -> int:
+        """How many active positions have at least ``cores`` free cores (O(distinct counts))."""
+        counts = self._counts
+        return sum(len(self._buckets[c]) for c in counts[bisect.bisect_left(counts, cores) :])
+
+    def count_short_of_memory(self, cores: int, memory: int) -> int:
+        """How many active positions have ``cores`` free cores but less than ``memory`` free.
+
+        Visits only the positions with enough free cores.
+        """
+        counts, mem = self._counts, self._memory
+        return sum(
+            1
+            for c in counts[bisect.bisect_left(counts, cores) :]
+            for pos in self._buckets[c]
+            if mem[pos] < memory
+        )
 
     def best_fit(self, cores: int, memory: int) -> int | None:
         """Returns the active position left with the fewest free cores after taking ``cores``.
