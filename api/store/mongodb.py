@@ -74,6 +74,10 @@ WRITE_ATTEMPTS = 100
 #: record a change based on what it read that long ago; compaction leaves alone everything
 #: younger than ``min_compact_age``, which must be well above it.
 ATTEMPT_SECONDS = 10.0
+#: Revisions read ahead in one query by watchers and the frontier scan. Some servers (FerretDB
+#: on SQLite) answer every query, even by ``_id``, with a scan of the collection, so reading
+#: the log one revision per query costs a scan per change.
+READ_AHEAD = 256
 
 
 @contextlib.contextmanager
@@ -258,11 +262,35 @@ class MongoStore(StoreBase):
             return self._changes.find_one({"_id": after + 1})
         return False
 
+    def _records_after(self, after: int) -> dict[int, Doc]:
+        """The recorded revisions in ``(after, after + READ_AHEAD]``, by revision (one query)."""
+        found = {
+            rec["_id"]: rec
+            for rec in self._changes.find({"_id": {"$gt": after, "$lte": after + READ_AHEAD}})
+        }
+        if found and self._gaps:
+            with self._gaps_lock:
+                for revision in found:
+                    self._gaps.pop(revision, None)
+        return found
+
     def _frontier(self) -> int:
         """The highest revision R such that every revision up to R is recorded."""
         start = max(self._meta_value("frontier"), self._compacted())
         frontier = start
-        while isinstance(record := self._next_record(frontier), dict):
+        while True:
+            window_end = frontier + READ_AHEAD
+            ahead = self._records_after(frontier)
+            while frontier + 1 in ahead:
+                frontier += 1
+            if frontier == window_end:
+                continue  # the whole window was recorded: read the next one
+            if not any(revision > frontier for revision in ahead):
+                break  # nothing recorded after the frontier yet
+            # A later revision is recorded but the next is not: a hole, filled once expired.
+            record = self._next_record(frontier)
+            if not isinstance(record, dict):
+                break
             frontier = record["_id"]
         if frontier > start:
             self._raise_meta("frontier", frontier)
@@ -489,14 +517,22 @@ class MongoStore(StoreBase):
         deadline = None if timeout is None else time.monotonic() + timeout
         last = check_revision(since)
         check_compaction = True
+        ahead: dict[int, Doc] = {}  # records read ahead, all of them after ``last``
         while stop is None or not stop.is_set():
-            if check_compaction:
-                # Compaction announces itself before it deletes, so a record that is missing
-                # because it was compacted is always seen here as Gone, never as a hole.
-                compacted = self._read(self._compacted)
-                if last < compacted:
-                    raise Gone(last, compacted)
-            record = self._read(partial(self._next_record, last))
+            record: Doc | bool | None = ahead.pop(last + 1, None)
+            if record is None:
+                if check_compaction:
+                    # Compaction announces itself before it deletes, so a record that is
+                    # missing because it was compacted is always seen here as Gone, never
+                    # as a hole.
+                    compacted = self._read(self._compacted)
+                    if last < compacted:
+                        raise Gone(last, compacted)
+                ahead = self._read(partial(self._records_after, last))
+                record = ahead.pop(last + 1, None)
+                if record is None and ahead:
+                    # Later revisions are recorded but not the next: a hole (or late writer).
+                    record = self._read(partial(self._next_record, last))
             check_compaction = not isinstance(record, dict)
             if isinstance(record, dict):
                 last = record["_id"]
