@@ -181,13 +181,13 @@ def schedule(
     holder: JobRequest | None = None
     for job in order_jobs(queue, strategy):
         if holder is not None:
-            waited = now - holder.submitted
+            # No running figure in the reason: it is written to the store only when it changes.
             decisions.append(
                 Decision(
                     job.name,
                     None,
-                    f"held back: job {holder.name} has waited {waited:g}s, over the starvation "
-                    f"limit of {starvation_seconds:g}s, and is placed first",
+                    f"held back: job {holder.name} has waited longer than the starvation limit "
+                    f"of {starvation_seconds:g}s and is placed first",
                 )
             )
             continue

@@ -412,7 +412,7 @@ def test_starving_job_holds_back_later_jobs_only_past_the_limit() -> None:
     # Past it, the big job reserves what frees up: the small one waits, saying why.
     out = where(schedule(nodes, queue, "first-fit", now=10.0, starvation_seconds=10.0))
     assert out["small"] == (
-        "held back: job big has waited 10s, over the starvation limit of 10s, and is placed first"
+        "held back: job big has waited longer than the starvation limit of 10s and is placed first"
     )
     # Once enough is free the big job is placed and nothing is held.
     out = where(schedule([node("n1", 8)], queue, "first-fit", now=30.0, starvation_seconds=10.0))

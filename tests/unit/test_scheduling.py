@@ -250,7 +250,7 @@ def test_starvation_limit_holds_later_jobs_back() -> None:
     late = plan_pass([node("n1")], tasks, jobs, settings, start.timestamp() + 61)
     assert late.bindings == ()
     assert {w.job: w.message for w in late.waiting}["small"].startswith(
-        "held back: job big has waited 61s, over the starvation limit of 60s"
+        "held back: job big has waited longer than the starvation limit of 60s"
     )
 
 
