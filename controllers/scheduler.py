@@ -14,7 +14,8 @@ asks :func:`~.scheduling.plan_pass` what to do, and writes:
    task, and a ``FailedScheduling`` Event on the Job whenever the reason changes;
 4. each Node's ``status.allocated`` (totals and the per-task core map), when it differs.
 
-A pass runs after any change to a Node, Task or Job (a watch on the store sets a flag), after
+A pass runs after any change to a Job, or to a Node or Task that placement depends on (a watch
+on the store sets a flag; heartbeats and the scheduler's own notes do not count), after
 ``batch_window`` seconds more when set, and at least every ``resync`` seconds. Failed passes
 are retried with exponential backoff; nothing is lost by a crash since each pass starts from
 the store. Only one scheduler may run per store (leader election in ``swarmapply
@@ -24,6 +25,7 @@ controllers`` sees to it): this loop is the single writer of bindings.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -36,6 +38,7 @@ from tenacity import wait_exponential
 from swarmapply.api.store import Conflict, Gone, NotFound, Store
 from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.conditions import find_condition, set_condition
+from swarmapply.controllers.requests import condition_true
 from swarmapply.controllers.runtime import failure_event
 from swarmapply.controllers.scheduling import Binding, Eviction, PassPlan, Waiting, plan_pass
 from swarmapply.controllers.settings import ControllerSettings, SchedulerSettings
@@ -84,6 +87,7 @@ class Scheduler:
         self.bound = 0
         self.failures = 0
         self._dirty = threading.Event()
+        self._seen: dict[tuple[str, str], str] = {}
 
     # -- one pass ----------------------------------------------------------------------------
 
@@ -270,6 +274,23 @@ class Scheduler:
         finally:
             watcher.join(self.watch_timeout + 1.0)
 
+    def _matters(self, type_: str, obj: Mapping[str, Any]) -> bool:
+        """Whether a change can alter placement (heartbeats and our own notes cannot)."""
+        kind = obj.get("kind")
+        if kind == "Job":
+            return True
+        if kind not in ("Node", "Task"):
+            return False
+        key = (str(kind), str(obj["metadata"]["name"]))
+        if type_ == "DELETED":
+            self._seen.pop(key, None)
+            return True
+        mark = placement_fingerprint(obj)
+        if self._seen.get(key) == mark:
+            return False
+        self._seen[key] = mark
+        return True
+
     def _watch(self, stop: threading.Event) -> None:
         since: int | None = None
         backoff = wait_exponential(multiplier=0.05, max=5.0)
@@ -281,7 +302,7 @@ class Scheduler:
                     self._dirty.set()
                 for event in self.store.watch(None, since, stop=stop, timeout=self.watch_timeout):
                     since = max(since, event.revision)
-                    if event.object.get("kind") in ("Node", "Task", "Job"):
+                    if self._matters(event.type, event.object):
                         self._dirty.set()
                 failures = 0
             except Gone:
@@ -291,6 +312,22 @@ class Scheduler:
                 log.warning("%s: watch failed: %s", self.name, exc)
                 since = None
                 stop.wait(strategy_delay(backoff, failures))
+
+
+def placement_fingerprint(obj: Mapping[str, Any]) -> str:
+    """The parts of a Node or Task that placement depends on, as one comparable string.
+
+    A Node's heartbeat time and allocation view, and a Task's conditions, messages and
+    runtime details, are left out: changes to those alone need no scheduling pass.
+    """
+    status = obj.get("status") or {}
+    if obj.get("kind") == "Node":
+        parts: Any = [obj.get("spec"), status.get("capacity"), condition_true(obj, "Ready")]
+    else:
+        bound = {k: status.get(k) for k in ("phase", "node", "cpuset", "memory")}
+        meta = obj.get("metadata") or {}
+        parts = [obj.get("spec"), bound, meta.get("labels"), meta.get("deletionTimestamp")]
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def build(store: Store, settings: ControllerSettings) -> Scheduler:

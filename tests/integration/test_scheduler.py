@@ -523,3 +523,18 @@ def test_stop_returns_promptly_when_idle(store: Store) -> None:
     thread.join(5)  # let it end before the store is closed
     assert not thread.is_alive()
     assert not alive, f"run returned {time.monotonic() - started:.1f}s after stop"
+
+
+def test_heartbeats_and_notes_do_not_trigger_passes(store: Store) -> None:
+    node = add_node(store, "n1", 2)
+    scheduler = Scheduler(store)
+    task = {"kind": "Task", "metadata": {"name": "t"}, "spec": {"cores": 1}, "status": {}}
+    assert scheduler._matters("ADDED", node)
+    beat = {**node, "status": {**node["status"], "heartbeatTime": "2030-01-01T00:00:00Z"}}
+    assert not scheduler._matters("MODIFIED", beat)
+    assert scheduler._matters("MODIFIED", {**beat, "spec": {"unschedulable": True}})
+    assert scheduler._matters("ADDED", task)
+    noted = {**task, "status": {"message": "0/1 nodes can run ...", "conditions": []}}
+    assert not scheduler._matters("MODIFIED", noted)
+    assert scheduler._matters("MODIFIED", {**noted, "status": {"phase": "Succeeded"}})
+    assert scheduler._matters("DELETED", task)
