@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         **kw,
     )
     add_file_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, read_only=True)
 
 
 def _yaml(obj: dict[str, Any] | None) -> list[str]:

@@ -141,7 +141,9 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         for error in exc.errors:
             ctx.err(f"error: {error}")
         count = len(exc.errors)
-        ctx.err(f"nothing was changed: {count} error{'s' if count != 1 else ''}")
+        errors = f"{count} error{'s' if count != 1 else ''}"
+        # Commands that never write (plan, simulate, diff) have nothing to reassure about.
+        ctx.err(errors if getattr(args, "read_only", False) else f"nothing was changed: {errors}")
         return 1
     except SwarmapplyError as exc:
         if ctx.debug:

@@ -61,7 +61,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     parser.add_argument(
         "-o", "--output", choices=("table", "json"), default="table", help="output format"
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, read_only=True)
 
 
 def decision_json(decision: Decision) -> dict[str, Any]:

@@ -266,7 +266,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         action="store_true",
         help="waiting jobs evict whole running jobs of lower priority (restarted later)",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, read_only=True)
 
 
 def _seconds(text: str) -> float:
