@@ -33,22 +33,31 @@ cores. Leadership is per Lease; nothing orders the terms of different Leases.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
-import secrets
-import socket
-import string
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from swarmapply.api.names import dns1123_label_error
 from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Object, Store
+from swarmapply.controllers.lease import (
+    LEASE_KIND,
+    LeaseRecord,
+    Observation,
+    acquired_lease,
+    default_identity,
+    default_renew_deadline,
+    is_free,
+    lease_duration_seconds,
+    lease_record,
+    observe,
+    released_lease,
+    renewed_lease,
+    timestamp_now,
+)
 from swarmapply.errors import TemporaryError
 
 log = logging.getLogger(__name__)
@@ -58,189 +67,10 @@ Lead = Callable[[threading.Event], None]
 #: A monotonic clock in seconds.
 Clock = Callable[[], float]
 
-LEASE_KIND = "Lease"
-API_VERSION = "swarmapply.io/v1"
-
-_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 #: How often the leading thread checks its stop event, the renew deadline and its controller.
 _POLL = 0.02
 #: How often to say that a controller is slow to stop after its term ended.
 _SLOW_STOP_WARNING = 5.0
-
-
-def default_identity() -> str:
-    """A process identity unique enough for leases: ``<hostname>-<pid>-<5 random characters>``."""
-    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
-    return f"{socket.gethostname()}-{os.getpid()}-{suffix}"
-
-
-def timestamp_now() -> str:
-    """The current UTC time in RFC 3339 with microseconds (Kubernetes' MicroTime form).
-
-    Second precision would make two renewals within one second the same write, which the
-    store ignores as no change, and followers would think the leader stopped renewing.
-    """
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """The leader-election fields of a Lease's spec, with defaults for missing ones.
-
-    Attributes:
-        holder: ``spec.holderIdentity``; empty when nobody holds the Lease.
-        duration_seconds: ``spec.leaseDurationSeconds`` (at least 1).
-        acquire_time: ``spec.acquireTime``, if set.
-        renew_time: ``spec.renewTime``, if set.
-        transitions: ``spec.leaseTransitions``.
-    """
-
-    holder: str
-    duration_seconds: int
-    acquire_time: str | None
-    renew_time: str | None
-    transitions: int
-
-
-def lease_record(lease: Object) -> LeaseRecord:
-    """Reads the leader-election fields of a Lease (pure; tolerant of missing fields)."""
-    spec: dict[str, Any] = lease.get("spec") or {}
-    holder = spec.get("holderIdentity")
-    duration = spec.get("leaseDurationSeconds")
-    transitions = spec.get("leaseTransitions")
-    acquire = spec.get("acquireTime")
-    renew = spec.get("renewTime")
-    return LeaseRecord(
-        holder=holder if isinstance(holder, str) else "",
-        duration_seconds=max(1, duration) if isinstance(duration, int) else 1,
-        acquire_time=acquire if isinstance(acquire, str) else None,
-        renew_time=renew if isinstance(renew, str) else None,
-        transitions=max(0, transitions) if isinstance(transitions, int) else 0,
-    )
-
-
-def lease_duration_seconds(lease_duration: float) -> int:
-    """The whole seconds written to ``leaseDurationSeconds``: rounded up, so never shorter."""
-    return max(1, math.ceil(lease_duration))
-
-
-def acquired_lease(
-    current: Object | None, name: str, identity: str, duration_seconds: int, now: str
-) -> Object:
-    """The Lease after ``identity`` acquires it (pure).
-
-    Args:
-        current: The Lease as read (its resourceVersion makes the write a CAS), or None to
-            create it.
-        name: The Lease name (used when creating).
-        identity: The new holder.
-        duration_seconds: ``leaseDurationSeconds`` to write.
-        now: The timestamp for ``renewTime`` (and ``acquireTime`` on a change of holder).
-
-    Returns:
-        The object to create or update. ``leaseTransitions`` grows by one when the holder
-        changes (as in client-go, a release followed by an acquisition counts as a change);
-        a new Lease starts at 0.
-    """
-    if current is None:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": LEASE_KIND,
-            "metadata": {"name": name},
-            "spec": {
-                "holderIdentity": identity,
-                "leaseDurationSeconds": duration_seconds,
-                "acquireTime": now,
-                "renewTime": now,
-                "leaseTransitions": 0,
-            },
-        }
-    record = lease_record(current)
-    same = record.holder == identity
-    lease = copy.deepcopy(current)
-    lease["spec"] = {
-        "holderIdentity": identity,
-        "leaseDurationSeconds": duration_seconds,
-        "acquireTime": (record.acquire_time or now) if same else now,
-        "renewTime": now,
-        "leaseTransitions": record.transitions if same else record.transitions + 1,
-    }
-    return lease
-
-
-def renewed_lease(current: Object, now: str) -> Object:
-    """The Lease with a new ``renewTime`` (pure)."""
-    lease = copy.deepcopy(current)
-    lease.setdefault("spec", {})["renewTime"] = now
-    return lease
-
-
-def released_lease(current: Object, now: str) -> Object:
-    """The Lease with no holder, so any candidate may take it at once (pure).
-
-    ``acquireTime`` and ``leaseTransitions`` are kept; ``renewTime`` records the release.
-    """
-    lease = copy.deepcopy(current)
-    spec = lease.setdefault("spec", {})
-    spec["holderIdentity"] = ""
-    spec["renewTime"] = now
-    return lease
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a candidate last saw of a Lease, and when by its own monotonic clock.
-
-    Attributes:
-        holder: The holder then.
-        renew_time: ``renewTime`` then.
-        resource_version: ``metadata.resourceVersion`` then.
-        duration_seconds: ``leaseDurationSeconds`` then.
-        seen_at: The local monotonic time at which this state was first seen.
-    """
-
-    holder: str
-    renew_time: str | None
-    resource_version: str
-    duration_seconds: int
-    seen_at: float
-
-    @property
-    def expires_at(self) -> float:
-        """The local monotonic time after which the holder is considered gone."""
-        return self.seen_at + self.duration_seconds
-
-
-def observe(previous: Observation | None, lease: Object, now: float) -> Observation:
-    """Updates an observation with a Lease just read (pure).
-
-    The observation time moves only when the holder, ``renewTime`` or resourceVersion
-    changed: a Lease that stays the same keeps ageing towards expiry.
-    """
-    record = lease_record(lease)
-    version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
-    if previous is not None and (
-        previous.holder,
-        previous.renew_time,
-        previous.resource_version,
-    ) == (record.holder, record.renew_time, version):
-        return previous
-    return Observation(record.holder, record.renew_time, version, record.duration_seconds, now)
-
-
-def is_free(observation: Observation, identity: str, now: float) -> bool:
-    """Whether ``identity`` may take the Lease (pure): no holder, itself, or expired."""
-    return observation.holder in ("", identity) or now >= observation.expires_at
-
-
-def default_renew_deadline(lease_duration: float, renew_interval: float) -> float:
-    """How long a leader keeps leading without a successful renewal, by default.
-
-    Two thirds of the time between one renew interval and the lease duration, after one
-    renew interval: the last third is left for the controller to stop before a follower may
-    take over (client-go's defaults, 10 s of 15 s with 2 s retries, have the same shape).
-    """
-    return renew_interval + (lease_duration - renew_interval) * 2 / 3
 
 
 @dataclass(frozen=True)
