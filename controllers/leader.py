@@ -45,7 +45,6 @@ from swarmapply.api.names import dns1123_label_error
 from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Object, Store
 from swarmapply.controllers.lease import (
     LEASE_KIND,
-    LeaseRecord,
     Observation,
     acquired_lease,
     default_identity,
@@ -450,20 +449,4 @@ class LeaderElector:
         log.info("lease %s: released by %s", self.lease_name, self.identity)
 
 
-__all__ = [
-    "ElectorStats",
-    "Lead",
-    "LeaderElector",
-    "LeaseRecord",
-    "Observation",
-    "acquired_lease",
-    "default_identity",
-    "default_renew_deadline",
-    "is_free",
-    "lease_duration_seconds",
-    "lease_record",
-    "observe",
-    "released_lease",
-    "renewed_lease",
-    "timestamp_now",
-]
+__all__ = ["Clock", "ElectorStats", "Lead", "LeaderElector"]

@@ -34,7 +34,8 @@ from typing import Protocol
 
 from swarmapply.api.names import dns1123_label_error
 from swarmapply.api.store import Store
-from swarmapply.controllers.leader import Clock, LeaderElector, default_identity
+from swarmapply.controllers.leader import Clock, LeaderElector
+from swarmapply.controllers.lease import default_identity
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.errors import PermanentError
 

@@ -3,6 +3,9 @@
 Tests marked ``docker`` or ``mongodb`` need a real Docker Engine or a real MongoDB
 wire-protocol server. On a developer's machine without one they are skipped with a reason that
 says how to enable them; when ``CI=true`` a missing service is a test failure, never a skip.
+
+A test that asks for ``store_url`` (or ``store``, or ``cli_store``, which build on it) runs once
+per backend, with the ids ``[sqlite]`` and ``[mongodb]``, on a fresh, empty store each time.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from swarmapply.api.store import Store, open_store
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MONGODB_URL_ENV = "SWARMAPPLY_TEST_MONGODB_URL"
 DEFAULT_MONGODB_URL = "mongodb://127.0.0.1:27017"
 TEST_IMAGE = "swarmapply-test/busybox:1"
+STORE_BACKENDS = ["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)]
+FAST_POLL_SECONDS = 0.01
 
 
 def service_missing(what: str, how: str, error: BaseException | str) -> None:
@@ -130,14 +137,46 @@ def mongodb_store_url(mongodb_server_url: str) -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-def cli_store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """A fresh store of each backend, made the command line's default (SWARMAPPLY_STORE)."""
+@pytest.fixture(params=STORE_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, empty store of each backend in turn (SQLite, then MongoDB).
+
+    A module runs on one backend only by overriding this fixture with a plain one; a test
+    chooses with ``@pytest.mark.parametrize("store_url", [...], indirect=True)``.
+    """
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = request.getfixturevalue("mongodb_store_url")
-    monkeypatch.setenv("SWARMAPPLY_STORE", url)
+        return f"sqlite:///{tmp_path}/state.db"
+    url: str = request.getfixturevalue("mongodb_store_url")
     return url
+
+
+@pytest.fixture
+def open_test_store() -> Iterator[Callable[[str], Store]]:
+    """Opens stores by URL on demand, each polling for changes every 10 ms (fast watches).
+
+    Every store it opened is closed after the test; closing one earlier is harmless.
+    """
+    opened: list[Store] = []
+
+    def open_(url: str) -> Store:
+        store = open_store(url)
+        store.poll_interval = FAST_POLL_SECONDS  # type: ignore[attr-defined]
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_url: str, open_test_store: Callable[[str], Store]) -> Store:
+    """The store at ``store_url``, opened with :func:`open_test_store`."""
+    return open_test_store(store_url)
+
+
+@pytest.fixture
+def cli_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of ``store_url``, made the command line's default (SWARMAPPLY_STORE)."""
+    monkeypatch.setenv("SWARMAPPLY_STORE", store_url)
+    return store_url

@@ -24,11 +24,6 @@ spec:
 """
 
 
-@pytest.fixture
-def store_url(cli_store: str) -> str:
-    return cli_store
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -36,7 +31,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_apply_creates_then_is_unchanged_then_configured(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)
@@ -44,7 +39,7 @@ def test_apply_creates_then_is_unchanged_then_configured(
     assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web unchanged\n"
     manifest.write_text(JOB.replace("cores: 2", "cores: 3").replace("{app: web}", "{}"))
     assert run(capsys, "apply", "-f", str(manifest))[1] == "job.swarmapply.io/web configured\n"
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         job = store.get("Job", "web")
     assert job["spec"]["tasks"][0]["cores"] == 3
     assert job["spec"]["tasks"][0]["memory"] == 64 * 2**20
@@ -53,22 +48,22 @@ def test_apply_creates_then_is_unchanged_then_configured(
 
 
 def test_apply_keeps_status_written_by_controllers(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)
     run(capsys, "-f", str(manifest))
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         job = store.get("Job", "web")
         store.update_status({**job, "status": {"phase": "Running"}})
     manifest.write_text(JOB.replace("sleep 30", "sleep 60"))
     assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web configured\n"
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         assert store.get("Job", "web")["status"] == {"phase": "Running"}
 
 
 def test_invalid_input_writes_nothing_and_names_every_problem(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = tmp_path / "a-good.yaml"
     good.write_text(JOB)
@@ -78,24 +73,24 @@ def test_invalid_input_writes_nothing_and_names_every_problem(
     assert code == 1 and out == ""
     assert f"{bad}: document 1: spec.tasks[0].cores:" in err
     assert "nothing was changed" in err
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         assert store.list("Job").items == []
 
 
 def test_dry_run_writes_nothing(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)
     assert run(capsys, "apply", "--dry-run", "-f", str(manifest))[1] == (
         "job.swarmapply.io/web created (dry run)\n"
     )
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         assert store.list("Job").items == []
 
 
 def test_restfulswarm_document_applies_and_converts(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = ROOT / "manifests" / "restfulswarm" / "job1.json"
     document = json.loads(source.read_text())
@@ -111,7 +106,7 @@ def test_restfulswarm_document_applies_and_converts(
     assert job["spec"]["network"]["name"] == document["job_info"]["network"]["name"]
 
 
-def test_get_formats(store_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_get_formats(cli_store: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "-f", str(ROOT / "manifests"), "-R")[0] == 0
     code, table, _ = run(capsys, "get", "jobs")
     assert code == 0 and table.splitlines()[0].split() == [
@@ -138,12 +133,12 @@ def test_get_formats(store_url: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_reapply_removes_a_field_removed_from_the_file_and_keeps_others_fields(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB.replace("spec:\n", "spec:\n  ttlSecondsAfterFinished: 60\n"))
     run(capsys, "-f", str(manifest))
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         live = store.get("Job", "web")
         assert live["spec"]["ttlSecondsAfterFinished"] == 60
         live["metadata"]["labels"]["added-by"] = "operator"
@@ -151,7 +146,7 @@ def test_reapply_removes_a_field_removed_from_the_file_and_keeps_others_fields(
     manifest.write_text(JOB)
     assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web configured\n"
     assert run(capsys, "-f", str(manifest))[1] == "job.swarmapply.io/web unchanged\n"
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         job = store.get("Job", "web")
     assert "ttlSecondsAfterFinished" not in job["spec"]
     assert job["metadata"]["labels"] == {"app": "web", "added-by": "operator"}
@@ -159,7 +154,7 @@ def test_reapply_removes_a_field_removed_from_the_file_and_keeps_others_fields(
 
 
 def test_diff_shows_what_apply_would_change(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)
@@ -171,14 +166,14 @@ def test_diff_shows_what_apply_would_change(
     code, out, _ = run(capsys, "diff", "-f", str(manifest))
     assert code == 1
     assert "-    cores: 2" in out and "+    cores: 4" in out
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         assert store.get("Job", "web")["spec"]["tasks"][0]["cores"] == 2
     (tmp_path / "bad.yaml").write_text("kind: Job\n")
     code, _, err = run(capsys, "diff", "-f", str(tmp_path / "bad.yaml"))
     assert code == 2 and "bad.yaml: document 1" in err
 
 
-def test_get_watch_streams_changes(store_url: str) -> None:
+def test_get_watch_streams_changes(cli_store: str) -> None:
     import io
     import threading
     import time
@@ -191,7 +186,7 @@ def test_get_watch_streams_changes(store_url: str) -> None:
         return {"apiVersion": "swarmapply.io/v1", "kind": "Node", "metadata": {"name": name},
                 "spec": {}}  # fmt: skip
 
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         store.create(node("n1"))
     stop = threading.Event()
     out = io.StringIO()
@@ -200,7 +195,7 @@ def test_get_watch_streams_changes(store_url: str) -> None:
     watcher = threading.Thread(target=get_run, args=(args, ctx, stop))
     watcher.start()
     try:
-        with open_store(store_url) as store:
+        with open_store(cli_store) as store:
             store.create(node("n2"))
             store.delete("Node", "n1")
         deadline = time.monotonic() + 10
@@ -232,7 +227,7 @@ def test_version_usage_errors_and_an_unreachable_store(
     assert code == 1 and "unable to open" in err and "Traceback" not in err
 
 
-def test_the_command_runs_as_a_program(tmp_path: Path, store_url: str) -> None:
+def test_the_command_runs_as_a_program(tmp_path: Path, cli_store: str) -> None:
     import subprocess
     import sys
 
@@ -265,12 +260,12 @@ def test_every_command_documents_examples_in_its_help(
 
 
 def test_apply_never_imposes_defaults_the_manifest_did_not_set(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)  # sets neither priority nor restartPolicy
     run(capsys, "-f", str(manifest))
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         live = store.get("Job", "web")
         assert live["spec"]["priority"] == 0  # the default, filled in on create
         store.update({**live, "spec": {**live["spec"], "priority": 42}})
@@ -280,13 +275,13 @@ def test_apply_never_imposes_defaults_the_manifest_did_not_set(
     run(capsys, "-f", str(manifest))
     manifest.write_text(JOB)  # removing restartPolicy again brings back its default
     run(capsys, "-f", str(manifest))
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         spec = store.get("Job", "web")["spec"]
     assert spec["priority"] == 42 and spec["restartPolicy"] == "Never"
 
 
 def test_apply_refuses_unnamed_objects_and_empty_input(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "gen.yaml"
     manifest.write_text(JOB.replace("name: web", "generateName: web-"))
@@ -295,12 +290,12 @@ def test_apply_refuses_unnamed_objects_and_empty_input(
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "-f", str(tmp_path / "empty"))
     assert code == 1 and "no objects found" in err
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         assert store.list("Job").items == []
 
 
 def test_get_reports_missing_names_but_shows_the_rest(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = tmp_path / "job.yaml"
     manifest.write_text(JOB)
@@ -323,9 +318,9 @@ def test_store_passwords_never_appear_in_messages(capsys: pytest.CaptureFixture[
 
 
 def test_get_events_shows_what_happened_oldest_first(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         for name, when, reason in (("b", "2026-01-02T00:00:00Z", "Later"),
                                    ("a", "2026-01-03T00:00:00Z", "Latest"),
                                    ("c", "2026-01-01T00:00:00Z", "Earliest")):  # fmt: skip
@@ -341,7 +336,7 @@ def test_get_events_shows_what_happened_oldest_first(
     assert "job/web" in lines[1] and "Earliest thing (x2)" in lines[1]
 
 
-def test_watch_as_json_is_one_stream_of_events(store_url: str) -> None:
+def test_watch_as_json_is_one_stream_of_events(cli_store: str) -> None:
     import io
     import json as jsonlib
     import threading
@@ -352,7 +347,7 @@ def test_watch_as_json_is_one_stream_of_events(store_url: str) -> None:
     from swarmapply.cli.main import build_parser
 
     node = {"apiVersion": "swarmapply.io/v1", "kind": "Node", "spec": {}}
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         store.create({**node, "metadata": {"name": "n1"}})
     out, stop = io.StringIO(), threading.Event()
     ctx = Context(stdout=out)
@@ -360,7 +355,7 @@ def test_watch_as_json_is_one_stream_of_events(store_url: str) -> None:
     watcher = threading.Thread(target=get_run, args=(args, ctx, stop))
     watcher.start()
     try:
-        with open_store(store_url) as store:
+        with open_store(cli_store) as store:
             store.create({**node, "metadata": {"name": "n2"}})
         deadline = time.monotonic() + 10
         while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
@@ -377,7 +372,7 @@ def test_watch_as_json_is_one_stream_of_events(store_url: str) -> None:
 
 
 def test_a_dangling_link_in_a_directory_is_reported(
-    tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "a.yaml").write_text(JOB)
@@ -388,22 +383,22 @@ def test_a_dangling_link_in_a_directory_is_reported(
 
 def test_the_apply_shorthand_follows_global_options_and_ignores_file_names(
     tmp_path: Path,
-    store_url: str,
+    cli_store: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "version").write_text(JOB)  # a file named like a command
     assert run(capsys, "--debug", "-f", "version")[1] == "job.swarmapply.io/web created\n"
-    assert run(capsys, "--store", store_url, "-f", "version")[1] == (
+    assert run(capsys, "--store", cli_store, "-f", "version")[1] == (
         "job.swarmapply.io/web unchanged\n"
     )
 
 
 def test_objects_held_by_finalizers_show_as_terminating(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         store.create({"apiVersion": "swarmapply.io/v1", "kind": "Job",
                       "metadata": {"name": "held", "finalizers": ["x"]},
                       "spec": {"tasks": []}})  # fmt: skip

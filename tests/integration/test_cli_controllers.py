@@ -11,21 +11,19 @@ import importlib.util
 import io
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swarmapply.api.store import NotFound, Store, open_store
+from swarmapply.api.store import NotFound, Store
 from swarmapply.cli.context import Context
 from swarmapply.cli.controllers import run as run_controllers_command
 from swarmapply.cli.main import build_parser, main
 from swarmapply.controllers.manager import PLUGINS_ENV
+from tests.integration.helpers import Fleet, wait_for
 
 PLUGIN = """\
 import threading
@@ -55,21 +53,8 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture
 def store_url(tmp_path: Path) -> str:
+    """SQLite only (the ``store`` fixture opens it): the command is the same on every backend."""
     return f"sqlite:///{tmp_path}/state.db"
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with open_store(store_url) as opened:
-        yield opened
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
 
 
 def holder(store: Store, controller: str) -> str | None:
@@ -172,44 +157,18 @@ def lease_spec_duration(store: Store, controller: str) -> int:
     return value
 
 
-def start(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "swarmapply", "controllers", *argv],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen[str], sig: int | None = signal.SIGTERM) -> tuple[int, str]:
-    """Signals the process (unless None) and returns its exit status and stderr."""
-    if sig is not None and process.poll() is None:
-        process.send_signal(sig)
-    try:
-        _, err = process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-        raise AssertionError(f"the process did not exit within 5s after a signal:\n{err}") from None
-    return process.returncode, err
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_process_stops_cleanly_on_a_signal(
-    plugin: dict[str, str], store_url: str, store: Store, sig: int
+    plugin: dict[str, str], store_url: str, store: Store, sig: int, tmp_path: Path
 ) -> None:
-    process = start(
-        plugin, "--only", "idle", "--store", store_url, "--identity", "p1", "--lease-duration", "1"
-    )
-    try:
-        wait_for(lambda: holder(store, "idle") == "p1" or process.poll() is not None)
+    with Fleet(tmp_path, env=plugin) as fleet:
+        process = fleet.start(
+            "--only", "idle", "--store", store_url, "--identity", "p1", "--lease-duration", "1"
+        )
+        wait_for(lambda: holder(store, "idle") == "p1" or not process.alive())
         started = time.monotonic()
-        code, err = finish(process, sig)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        code = process.stop(sig)
+    err = process.output()
     assert code == 0, err
     assert time.monotonic() - started < 3.0
     assert f"{signal.Signals(sig).name} received: stopping" in err
@@ -218,47 +177,40 @@ def test_a_process_stops_cleanly_on_a_signal(
 
 
 def test_killing_the_active_process_moves_the_controller(
-    plugin: dict[str, str], store_url: str, store: Store
+    plugin: dict[str, str], store_url: str, store: Store, tmp_path: Path
 ) -> None:
     options = ("--only", "idle", "--store", store_url, "--lease-duration", "1")
-    first = start(plugin, *options, "--identity", "p1")
-    second: subprocess.Popen[str] | None = None
-    try:
+    with Fleet(tmp_path, *options, env=plugin) as fleet:
+        first = fleet.start("--identity", "p1")
         wait_for(lambda: holder(store, "idle") == "p1", what="p1 to lead")
-        second = start(plugin, *options, "--identity", "p2")
+        second = fleet.start("--identity", "p2")
         time.sleep(1.0)  # p2 is up and following
         assert holder(store, "idle") == "p1"
         killed = time.monotonic()
         first.kill()  # no release: p2 must wait out the lease
-        first.communicate()
         wait_for(lambda: holder(store, "idle") == "p2", 5.0, "p2 to take over")
         took = time.monotonic() - killed
         assert 0.5 <= took <= 2.5
-        code, err = finish(second)
+        code = second.stop()
+        err = second.output()
         assert code == 0, err
         assert "lease controller-idle: held by p1" in err
         assert "lease controller-idle: acquired by p2 (transitions: 1)" in err
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.communicate()
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("swarmapply.controllers.job") is None,
     reason="the job controller (swarmapply.controllers.job) is not part of this checkout yet",
 )
-def test_the_job_controller_runs_in_its_own_process(store_url: str, store: Store) -> None:
-    process = start(dict(os.environ), "--only", "job", "--store", store_url, "--identity", "j1")
-    try:
-        wait_for(lambda: holder(store, "job") == "j1" or process.poll() is not None)
-        assert process.poll() is None, process.communicate()[1]
-        code, err = finish(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+def test_the_job_controller_runs_in_its_own_process(
+    store_url: str, store: Store, tmp_path: Path
+) -> None:
+    with Fleet(tmp_path) as fleet:
+        process = fleet.start("--only", "job", "--store", store_url, "--identity", "j1")
+        wait_for(lambda: holder(store, "job") == "j1" or not process.alive())
+        assert process.alive(), process.output()
+        code = process.stop()
+    err = process.output()
     assert code == 0, err
     assert "lease controller-job: released by j1" in err
     assert holder(store, "job") == ""

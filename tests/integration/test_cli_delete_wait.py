@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,9 @@ spec:
 
 
 @pytest.fixture
-def store_url(cli_store: str) -> str:
+def store(store: Store, cli_store: str) -> Store:
     """Each store backend in turn, as the command line's default store."""
-    return cli_store
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    with open_store(store_url) as opened:
-        yield opened
+    return store
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

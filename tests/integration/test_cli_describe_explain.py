@@ -18,12 +18,6 @@ V1 = "swarmapply.io/v1"
 MiB = 2**20
 
 
-@pytest.fixture
-def store_url(cli_store: str) -> str:
-    """Each store backend in turn, as the command line's default store."""
-    return cli_store
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -161,9 +155,9 @@ UNSCHEDULED = {
 
 
 def test_describe_job_shows_spec_tasks_conditions_and_events_newest_last(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(store_url, UNSCHEDULED)
+    seed(cli_store, UNSCHEDULED)
     code, out, err = run(capsys, "describe", "job", "web")
     assert (code, err) == (0, "")
     lines = out.splitlines()
@@ -208,17 +202,17 @@ def test_describe_job_shows_spec_tasks_conditions_and_events_newest_last(
     ],
 )
 def test_pending_reason_falls_back_to_other_conditions_then_the_newest_warning(
-    store_url: str, capsys: pytest.CaptureFixture[str], status: dict[str, Any], reason: str
+    cli_store: str, capsys: pytest.CaptureFixture[str], status: dict[str, Any], reason: str
 ) -> None:
-    seed(store_url, status)
+    seed(cli_store, status)
     out = run(capsys, "describe", "job", "web")[1]
     assert f"Pending because: {reason}" in out.splitlines()
 
 
 def test_pending_reason_without_any_report(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with open_store(store_url) as store:
+    with open_store(cli_store) as store:
         store.create(
             {
                 "apiVersion": V1,
@@ -235,18 +229,18 @@ def test_pending_reason_without_any_report(
 
 
 def test_running_job_has_no_pending_line(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(store_url, {"phase": "Running", "tasksReady": 2})
+    seed(cli_store, {"phase": "Running", "tasksReady": 2})
     out = run(capsys, "describe", "job", "web")[1]
     assert "Pending because" not in out
     assert any(line.split() == ["Phase:", "Running"] for line in out.splitlines())
 
 
 def test_describe_node_shows_bound_tasks_and_core_map(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(store_url, UNSCHEDULED)
+    seed(cli_store, UNSCHEDULED)
     code, out, _ = run(capsys, "describe", "no", "n1")
     assert code == 0
     lines = out.splitlines()
@@ -265,9 +259,9 @@ def test_describe_node_shows_bound_tasks_and_core_map(
 
 
 def test_describe_task_and_a_generic_kind(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(store_url, UNSCHEDULED)
+    seed(cli_store, UNSCHEDULED)
     out = run(capsys, "describe", "task", "web-a")[1]
     lines = out.splitlines()
     assert any(line.split() == ["Owned", "by:", "Job/web"] for line in lines)
@@ -279,7 +273,7 @@ def test_describe_task_and_a_generic_kind(
 
 
 def test_describe_missing_object_or_kind_fails_with_a_message(
-    store_url: str, capsys: pytest.CaptureFixture[str]
+    cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(capsys, "describe", "job", "nope") == (1, "", 'error: Job "nope" not found\n')
     code, out, err = run(capsys, "describe", "gadget", "x")
@@ -289,9 +283,9 @@ def test_describe_missing_object_or_kind_fails_with_a_message(
     assert code == 2 and "needs a name" in err
 
 
-def test_describe_as_a_subprocess(store_url: str, tmp_path: Path) -> None:
-    seed(store_url, UNSCHEDULED)
-    env = {**os.environ, "SWARMAPPLY_STORE": store_url}
+def test_describe_as_a_subprocess(cli_store: str, tmp_path: Path) -> None:
+    seed(cli_store, UNSCHEDULED)
+    env = {**os.environ, "SWARMAPPLY_STORE": cli_store}
     done = subprocess.run(
         [sys.executable, "-m", "swarmapply", "describe", "job", "web"],
         capture_output=True,

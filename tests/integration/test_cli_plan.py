@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from swarmapply.api.store import Store, open_store
+from swarmapply.api.store import Store
 from swarmapply.cli.main import main
 from tests.integration.scheduler_objects import MI, add_job, add_node, bind, task_entry
 
@@ -35,13 +34,11 @@ spec:
 
 
 @pytest.fixture
-def store(cli_store: str) -> Iterator[Store]:
-    """The CLI's store with two Ready 4-core nodes."""
-    s = open_store(cli_store)
-    add_node(s, "n1", 4)
-    add_node(s, "n2", 4)
-    yield s
-    s.close()
+def store(store: Store, cli_store: str) -> Store:
+    """The CLI's store (each backend in turn) with two Ready 4-core nodes."""
+    add_node(store, "n1", 4)
+    add_node(store, "n2", 4)
+    return store
 
 
 def plan(

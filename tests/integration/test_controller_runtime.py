@@ -6,31 +6,23 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swarmapply.api.store import NotFound, Store, WatchEvent, open_store
+from swarmapply.api.store import NotFound, Store, WatchEvent
 from swarmapply.controllers.informer import Handlers, Informer, diff_snapshot
 from swarmapply.controllers.runtime import Controller, SecondaryKind, owner_keys
 from swarmapply.controllers.workqueue import WorkQueue
 from swarmapply.errors import PermanentError, TemporaryError
+from tests.integration.helpers import Running, wait_for
 
 
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path}/state.db")
-    s.poll_interval = 0.01  # type: ignore[attr-defined]
-    yield s
-    s.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.005)
+def store_url(tmp_path: Path) -> str:
+    """SQLite only (the ``store`` fixture opens it): the runtime is the same on every backend."""
+    return f"sqlite:///{tmp_path}/state.db"
 
 
 def job(name: str, x: Any = 0) -> dict[str, Any]:
@@ -66,25 +58,6 @@ def converged(store: Store, names: set[str] | None = None) -> bool:
     if names is not None and {o["metadata"]["name"] for o in items} != names:
         return False
     return all(o.get("status", {}).get("x") == o["spec"]["x"] for o in items)
-
-
-class Running:
-    """A controller running on a thread; stops it on exit."""
-
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=controller.run, args=(self.stop,))
-
-    def __enter__(self) -> Controller:
-        self.thread.start()
-        assert self.controller.wait_started(5)
-        return self.controller
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
 
 
 def caught_up(controller: Controller, store: Store) -> bool:

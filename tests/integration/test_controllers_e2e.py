@@ -21,26 +21,22 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from swarmapply.api.quantity import format_cpuset, parse_cpuset
-from swarmapply.api.store import NotFound, Store, open_store
+from swarmapply.api.store import NotFound, Store
 from swarmapply.cli.context import Context
 from swarmapply.cli.main import main
+from tests.integration.helpers import ControllersProcess, Fleet, eventually
 from tests.integration.scheduler_objects import (
     GI,
     MI,
@@ -53,114 +49,9 @@ from tests.integration.scheduler_objects import (
 )
 
 Object = dict[str, Any]
-T = TypeVar("T")
 
 FINISHED = ("Succeeded", "Failed")
 CONTROLLERS = ("job", "scheduler")
-
-
-# -------------------------------------------------------------------------------- polling
-
-
-def eventually(check: Callable[[], T], timeout: float, what: str, *, interval: float = 0.05) -> T:
-    """Polls ``check`` until it passes; returns its last result.
-
-    ``check`` passes when it returns anything but ``False`` without raising AssertionError
-    (so both predicates and functions that assert work).
-
-    Raises:
-        AssertionError: ``check`` did not pass within ``timeout`` seconds; the message names
-            ``what`` and the last assertion message.
-    """
-    deadline = time.monotonic() + timeout
-    last = "it returned False"
-    while True:
-        try:
-            result = check()
-            if result is not False:
-                return result
-        except AssertionError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}: {last}")
-        time.sleep(interval)
-
-
-# ------------------------------------------------------------------------------ processes
-
-
-class ControllersProcess:
-    """One ``swarmapply controllers`` subprocess, its output going to a file."""
-
-    def __init__(self, store_url: str, log: Path, options: Sequence[str]) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "swarmapply", "controllers", "--store", store_url, *options],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ),
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL (no cleanup, no Lease release) and reap."""
-        if self.alive():
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        """SIGTERM and reap (SIGKILL after 10 s); returns the exit status."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"pid {self.pid} ignored SIGTERM:\n{self.output()}") from None
-
-
-class Fleet:
-    """Starts controller processes; on exit kills and reaps every one still running."""
-
-    def __init__(self, store_url: str, directory: Path, *options: str) -> None:
-        self.store_url = store_url
-        self.directory = directory
-        self.options = options
-        self.started: list[ControllersProcess] = []
-
-    def start(self) -> ControllersProcess:
-        log = self.directory / f"controllers-{len(self.started)}.log"
-        process = ControllersProcess(self.store_url, log, self.options)
-        self.started.append(process)
-        return process
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.log.name} (pid {p.pid})\n{p.output()}" for p in self.started)
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        for process in self.started:
-            if process.alive():
-                process.kill()
-        if exc is not None:
-            sys.stderr.write(self.logs())
 
 
 def lease_holder(store: Store, controller: str) -> str:
@@ -302,38 +193,15 @@ def assert_sound(store: Store) -> None:
     assert_allocation_invariant(store)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    url: str = request.getfixturevalue("mongodb_store_url")
-    return url
-
-
-@pytest.fixture
-def store_for() -> Iterator[Callable[[str], Store]]:
-    opened: list[Store] = []
-
-    def open_(url: str) -> Store:
-        store = open_store(url)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
-
-
 # ---------------------------------------------------------------------------------- tests
 
 
 def test_jobs_are_bound_wait_with_a_reason_and_run_when_cores_free_up(
-    store_url: str, tmp_path: Path, store_for: Callable[[str], Store]
+    store_url: str, tmp_path: Path, store: Store
 ) -> None:
-    store = store_for(store_url)
     add_node(store, "node-1", 4, 8 * GI)
     add_node(store, "node-2", 4, 8 * GI)
-    with Fleet(store_url, tmp_path, "--lease-duration", "2") as fleet:
+    with Fleet(tmp_path, "--store", store_url, "--lease-duration", "2") as fleet:
         process = fleet.start()
         # Two jobs fill both nodes (8 cores).
         apply(
@@ -389,26 +257,22 @@ def test_jobs_are_bound_wait_with_a_reason_and_run_when_cores_free_up(
 
 
 @pytest.mark.parametrize(
-    ("backend", "count", "kill_count", "lease"),
+    ("store_url", "count", "kill_count", "lease"),
     [
         ("sqlite", 30, 4, "1"),
         # Fewer jobs on MongoDB, where converging is much slower (see the module docstring).
         pytest.param("mongodb", 10, 2, "2", marks=[pytest.mark.mongodb, pytest.mark.slow]),
     ],
+    indirect=["store_url"],
 )
 def test_killing_and_restarting_the_controllers_loses_and_duplicates_nothing(
-    backend: str,
+    store_url: str,
     count: int,
     kill_count: int,
     lease: str,
-    request: pytest.FixtureRequest,
     tmp_path: Path,
-    store_for: Callable[[str], Store],
+    open_test_store: Callable[[str], Store],
 ) -> None:
-    if backend == "sqlite":
-        store_url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        store_url = request.getfixturevalue("mongodb_store_url")
     rng = random.Random(20260412)
     jobs = [
         job_object(
@@ -422,13 +286,13 @@ def test_killing_and_restarting_the_controllers_loses_and_duplicates_nothing(
     # so with one core in seven to spare every task fits; "huge" fits nowhere, ever.
     nodes = math.ceil(demand / 7) + 1
     huge = job_object("huge", [task_entry("t0", 9, 32 * MI)])
-    store = store_for(store_url)
+    store = open_test_store(store_url)
     for n in range(nodes):
         add_node(store, f"node-{n + 1}", 8, 4 * GI)
     kill_after = set(rng.sample(range(2, count), kill_count))
     kills = 0
     busy: list[int] = []
-    with Fleet(store_url, tmp_path, "--lease-duration", lease) as fleet:
+    with Fleet(tmp_path, "--store", store_url, "--lease-duration", lease) as fleet:
         process = fleet.start()
         apply(store_url, tmp_path, [huge])
         for i, job in enumerate(jobs):
@@ -501,14 +365,14 @@ def test_killing_and_restarting_the_controllers_loses_and_duplicates_nothing(
 def test_a_standby_process_takes_over_when_the_active_one_is_killed(
     mongodb_store_url: str,
     tmp_path: Path,
-    store_for: Callable[[str], Store],
+    open_test_store: Callable[[str], Store],
     record_property: Callable[[str, object], None],
 ) -> None:
     url = mongodb_store_url
-    store = store_for(url)
+    store = open_test_store(url)
     add_node(store, "node-1", 4, 8 * GI)
     add_node(store, "node-2", 4, 8 * GI)
-    with Fleet(url, tmp_path, "--lease-duration", "2") as fleet:
+    with Fleet(tmp_path, "--store", url, "--lease-duration", "2") as fleet:
         first = fleet.start()
         eventually(
             partial(leads_or_died, store, first),

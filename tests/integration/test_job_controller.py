@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -12,12 +10,12 @@ from typing import Any
 import pytest
 
 from swarmapply.api.admission import admit, validate_object
-from swarmapply.api.store import Conflict, NotFound, Store, open_store
+from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.controllers import job_tasks as jt
 from swarmapply.controllers.job import JobController, TaskNameConflict, build
-from swarmapply.controllers.runtime import Controller
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.controllers.workqueue import WorkQueue
+from tests.integration.helpers import Running, wait_for
 
 JOB_YAML = """
 apiVersion: swarmapply.io/v1
@@ -30,24 +28,6 @@ spec:
   - {{name: a, image: busybox, memory: 10m, command: sleep 100}}
   - {{name: b, image: busybox, memory: 20m, cores: 2}}
 """
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = request.getfixturevalue("mongodb_store_url")
-    s = open_store(url)
-    s.poll_interval = 0.01  # type: ignore[attr-defined]
-    yield s
-    s.close()
-
-
-def sqlite_store(path: Path) -> Store:
-    s = open_store(f"sqlite:///{path}")
-    s.poll_interval = 0.01  # type: ignore[attr-defined]
-    return s
 
 
 def admitted_job(name: str = "web", policy: str = "Never", extra: str = "") -> dict[str, Any]:
@@ -63,36 +43,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
-
-
-class Running:
-    """A controller running on a thread; stopped on exit."""
-
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=controller.run, args=(self.stop,))
-
-    def __enter__(self) -> Controller:
-        self.thread.start()
-        assert self.controller.wait_started(10)
-        return self.controller
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
 
 
 def tasks_of(store: Store, job: str = "web") -> dict[str, dict[str, Any]]:
@@ -267,10 +217,8 @@ def test_ttl_deletes_the_finished_job_and_its_tasks(store: Store) -> None:
 
 
 @pytest.fixture
-def sqlite(tmp_path: Path) -> Iterator[Store]:
-    s = sqlite_store(tmp_path / "state.db")
-    yield s
-    s.close()
+def sqlite(tmp_path: Path, open_test_store: Callable[[str], Store]) -> Store:
+    return open_test_store(f"sqlite:///{tmp_path}/state.db")
 
 
 def test_ttl_requeues_until_due_then_deletes(sqlite: Store) -> None:
@@ -395,8 +343,10 @@ def outcome(store: Store) -> tuple[Any, ...]:
     return (sorted(tasks_of(store)), status["phase"], status["restarts"], reasons)
 
 
-def test_killed_at_every_write_and_restarted_converges_to_the_same_state(tmp_path: Path) -> None:
-    reference = sqlite_store(tmp_path / "reference.db")
+def test_killed_at_every_write_and_restarted_converges_to_the_same_state(
+    tmp_path: Path, open_test_store: Callable[[str], Store]
+) -> None:
+    reference = open_test_store(f"sqlite:///{tmp_path}/reference.db")
     scenario(reference)
     writes = reference.revision()
     JobController(reference).reconcile("web")
@@ -406,7 +356,7 @@ def test_killed_at_every_write_and_restarted_converges_to_the_same_state(tmp_pat
     assert expected[0] == sorted(["web-b", "web-d", jt.task_name("web", "a", 1)])
     assert expected[1:3] == ("Pending", 1)
     for budget in range(writes):
-        store = sqlite_store(tmp_path / f"crash-{budget}.db")
+        store = open_test_store(f"sqlite:///{tmp_path}/crash-{budget}.db")
         scenario(store)
         with pytest.raises(Crash):
             JobController(CrashingStore(store, budget)).reconcile("web")  # type: ignore[arg-type]

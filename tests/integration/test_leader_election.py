@@ -12,15 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
 
-from swarmapply.api.store import Store, StoreUnavailable, open_store
+from swarmapply.api.store import Store, StoreUnavailable
 from swarmapply.controllers.leader import ElectorStats, LeaderElector
 from swarmapply.controllers.manager import ControllerManager, Runnable, run_controllers
 from swarmapply.controllers.settings import ControllerSettings
+from tests.integration.helpers import wait_for
 
 LEASE = "controller-test"
 DURATION = 1.0
@@ -28,36 +29,10 @@ RENEW = 0.2
 SETTINGS = ControllerSettings(lease_duration=DURATION, renew_interval=RENEW)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    url: str = request.getfixturevalue("mongodb_store_url")
-    return url
-
-
 @pytest.fixture
-def stores(store_url: str) -> Iterator[Callable[[], Store]]:
-    """Opens store connections on demand; closes them all after the test."""
-    opened: list[Store] = []
-
-    def open_one() -> Store:
-        opened.append(open_store(store_url))
-        return opened[-1]
-
-    yield open_one
-    for store in opened:
-        store.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> float:
-    """Polls until ``condition`` holds; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(0.005)
-    return time.monotonic() - started
+def stores(store_url: str, open_test_store: Callable[[str], Store]) -> Callable[[], Store]:
+    """Opens another connection to the test's store on each call; all closed after the test."""
+    return partial(open_test_store, store_url)
 
 
 class CuttableStore:

@@ -17,9 +17,10 @@ from typing import Any, cast
 import pytest
 
 from swarmapply.api.quantity import parse_cpuset
-from swarmapply.api.store import Conflict, Store, open_store
+from swarmapply.api.store import Conflict, Store
 from swarmapply.controllers.scheduler import BindingFailed, Scheduler
 from swarmapply.controllers.settings import SchedulerSettings
+from tests.integration.helpers import seconds_until, wait_for
 from tests.integration.scheduler_objects import (
     MI,
     add_job,
@@ -36,28 +37,16 @@ Object = dict[str, Any]
 PREEMPT = SchedulerSettings(strategy="priority", preemption=True)
 
 
-def _open(url: str) -> Store:
-    store = open_store(url)
-    store.poll_interval = 0.01  # type: ignore[attr-defined]
-    return store
+@pytest.fixture
+def store(tmp_path: Path, open_test_store: Callable[[str], Store]) -> Store:
+    """SQLite only, for what does not depend on the backend."""
+    return open_test_store(f"sqlite:///{tmp_path}/state.db")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = _open(f"sqlite:///{tmp_path}/state.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = request.getfixturevalue("mongodb_store_url")
-    s = _open(url)
-    yield s
-    s.close()
+def any_store(store_url: str, open_test_store: Callable[[str], Store]) -> Store:
+    """Each backend in turn, for the main flows."""
+    return open_test_store(store_url)
 
 
 def step(scheduler: Scheduler) -> int:
@@ -85,16 +74,6 @@ def scheduled(store: Store, task: str) -> Object | None:
 
 def allocated(store: Store, node: str) -> Object:
     return dict(store.get("Node", node)["status"]["allocated"])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until ``condition``; returns the seconds it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 @contextlib.contextmanager
@@ -463,7 +442,7 @@ def test_run_reacts_to_new_jobs_and_finished_tasks(any_store: Store) -> None:
     add_node(store, "n1", 4)
     with running(Scheduler(store)):
         add_job(store, "first", [task_entry("a", 3)])
-        took = wait_for(lambda: binding(store, "first-a")[0] == "n1", 5, "first-a bound")
+        took = seconds_until(lambda: binding(store, "first-a")[0] == "n1", 5, "first-a bound")
         assert took < 1.5, f"a new job was bound only after {took:.2f}s"
         add_job(store, "second", [task_entry("a", 2)])
         wait_for(
@@ -475,7 +454,7 @@ def test_run_reacts_to_new_jobs_and_finished_tasks(any_store: Store) -> None:
         )
         assert_allocation_invariant(store)
         set_phase(store, "first-a", "Succeeded")
-        took = wait_for(lambda: binding(store, "second-a")[0] == "n1", 5, "second-a bound")
+        took = seconds_until(lambda: binding(store, "second-a")[0] == "n1", 5, "second-a bound")
         assert took < 1.5, f"a freed core was reused only after {took:.2f}s"
         wait_for(
             lambda: [t["task"] for t in allocated(store, "n1")["tasks"]] == ["second-a"],
@@ -503,7 +482,7 @@ def test_batch_window_delays_the_pass(store: Store) -> None:
         _settled(scheduler, window + 0.5)
         add_job(store, "a", [task_entry("x", 1)])
         add_job(store, "b", [task_entry("x", 1)])
-        took = wait_for(lambda: binding(store, "b-x")[0] is not None, 5, "b-x bound")
+        took = seconds_until(lambda: binding(store, "b-x")[0] is not None, 5, "b-x bound")
         assert window - 0.05 <= took < window + 1.5
         assert binding(store, "a-x")[0] == "n1"
         assert_allocation_invariant(store)

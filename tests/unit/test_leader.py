@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from swarmapply.api.schema import validate
-from swarmapply.controllers.leader import (
-    LeaderElector,
+from swarmapply.controllers.leader import LeaderElector
+from swarmapply.controllers.lease import (
     Observation,
     acquired_lease,
     default_identity,
