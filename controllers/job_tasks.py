@@ -217,6 +217,9 @@ def task_spec(job: Mapping[str, Any], entry: Mapping[str, Any]) -> Object:
     result["network"] = str((spec.get("network") or {}).get("name") or name_of(job))
     result["priority"] = int(spec.get("priority") or 0)
     result["restartPolicy"] = restart_policy(job)
+    duration = (spec.get("simulation") or {}).get("duration")
+    if duration is not None:
+        result["simulation"] = {"duration": duration}
     return result
 
 

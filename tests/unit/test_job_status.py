@@ -143,6 +143,16 @@ def test_network_defaults_to_the_job_name() -> None:
     assert jt.task_spec(job, job["spec"]["tasks"][0])["network"] == "web"
 
 
+def test_the_simulated_duration_is_copied_for_the_sim_driver() -> None:
+    job = make_job()
+    assert "simulation" not in jt.task_spec(job, job["spec"]["tasks"][0])
+    job["spec"]["simulation"] = {"duration": 30, "submitAt": 5}
+    spec = jt.task_spec(job, job["spec"]["tasks"][0])
+    assert spec["simulation"] == {"duration": 30}  # submitAt matters only to simulate
+    task = {"apiVersion": "swarmapply.io/v1", "kind": "Task", "metadata": {"name": "web-a"}}
+    assert validate_object({**task, "spec": spec}) == []
+
+
 # ------------------------------------------------------------------------- restart decisions
 
 
