@@ -1,0 +1,99 @@
+"""The contract between the node agent and a container engine (a Protocol), and its errors.
+
+A driver runs containers for one node: the ``docker`` driver through a Docker Engine, the
+``sim`` driver in memory (hollow nodes). The agent decides *what* should run (:mod:`.plan`);
+a driver only does what it is told and reports what it sees, so the agent's logic is the same
+for both and is tested without an engine.
+
+Errors: :class:`EngineUnavailable` (temporary: the engine is down or busy; the agent retries
+with backoff and marks its Node) and :class:`TaskRefused` (permanent for that task: a bad
+image, a refused setting; the task fails with the message as its reason). Anything else a
+driver raises is a bug and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from swarmapply.agent.model import ContainerSpec, NodeInfo, Observed
+from swarmapply.errors import PermanentError, TemporaryError
+
+
+class EngineUnavailable(TemporaryError):
+    """The container engine could not be reached or failed in a way worth retrying."""
+
+
+class TaskRefused(PermanentError):
+    """The engine (or the driver's policy) will not run this task as specified.
+
+    Attributes:
+        reason: A CamelCase reason for the task's status (``ImagePullFailed``,
+            ``RefusedSetting``, ``InvalidSpec``...).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Runs and observes the managed containers of one node."""
+
+    def info(self) -> NodeInfo:
+        """The node's name, cores, memory and engine facts (for registration).
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    def containers(self) -> list[Observed]:
+        """Every container on this node carrying the managed-by label, in any state.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    def start(self, spec: ContainerSpec) -> Observed:
+        """Create and start the container for ``spec``; idempotent for the same task uid.
+
+        If a container for ``spec.task_uid`` exists already it is returned (started if it
+        was only created), never a second one.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached (retry later).
+            TaskRefused: The task cannot run as specified (the task fails).
+        """
+        ...
+
+    def update(self, container_id: str, cpuset: str, memory: int) -> None:
+        """Change a running container's cores and memory limit in place.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            TaskRefused: The engine refused the new limits.
+        """
+        ...
+
+    def remove(self, container_id: str) -> None:
+        """Stop (if running) and remove the container; a container already gone is fine.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+        """
+        ...
+
+    def events(self, stop: threading.Event) -> Iterator[str]:
+        """Task uids whose containers changed state, as the engine reports them, until stop.
+
+        The agent treats each as a hint to look again (it resyncs periodically anyway), so a
+        driver may report a uid more than once, or miss some.
+        """
+        ...
+
+
+__all__ = ["Driver", "EngineUnavailable", "TaskRefused"]
