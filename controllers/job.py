@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from swarmapply.api.store import AlreadyExists, NotFound, Object, Store
 from swarmapply.controllers import job_status as js
 from swarmapply.controllers import job_tasks as jt
-from swarmapply.controllers.runtime import Controller, SecondaryKind, failure_event, owner_keys
+from swarmapply.controllers.events import record_event
+from swarmapply.controllers.runtime import Controller, SecondaryKind, owner_keys
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.controllers.workqueue import WorkQueue
 from swarmapply.errors import PermanentError, TemporaryError
@@ -210,10 +211,7 @@ class JobController:
             self._event(job, "Replaced", message, "Normal")
 
     def _event(self, job: Object, reason: str, message: str, type_: str) -> None:
-        try:
-            self.store.create(failure_event(job, reason, message, component=COMPONENT, type_=type_))
-        except Exception:
-            log.exception("could not record Event %s on Job %s", reason, jt.name_of(job))
+        record_event(self.store, job, reason, message, component=COMPONENT, type_=type_)
 
 
 def _owner_text(task: Object) -> str:

@@ -26,10 +26,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from swarmapply.api.store import NotFound, Object, Store
-from swarmapply.api.store.lifecycle import now_rfc3339
+from swarmapply.controllers.events import record_event
 from swarmapply.controllers.informer import Handlers, Informer, object_name
 from swarmapply.controllers.workqueue import WorkQueue
 from swarmapply.errors import PermanentError, TemporaryError
@@ -306,57 +305,14 @@ class Controller:
         except Exception:
             log.exception("%s: could not read %s %s to record an Event", self.name, self.kind, key)
             return
-        try:
-            self.store.create(
-                failure_event(obj, "ReconcileFailed", str(error), component=self.name)
-            )
-        except Exception:
-            log.exception("%s: could not record an Event on %s %s", self.name, self.kind, key)
-
-
-def failure_event(
-    obj: Object, reason: str, message: str, *, component: str, type_: str = "Warning"
-) -> Object:
-    """An Event object about ``obj`` (pure; the store assigns name and metadata).
-
-    The Event is named ``<object name>-<5 random characters>`` (``generateName``): the store
-    only accepts DNS-1123 labels, so Kubernetes' ``<name>.<suffix>`` form is not possible; the
-    object name is cut to 57 characters to stay within 63.
-
-    Args:
-        obj: The involved object.
-        reason: A short CamelCase reason.
-        message: What happened, for a person.
-        component: The reporting component.
-        type_: ``Normal`` or ``Warning``.
-    """
-    meta: dict[str, Any] = obj.get("metadata", {})
-    involved = {"kind": str(obj["kind"]), "name": str(meta["name"])}
-    if "apiVersion" in obj:
-        involved["apiVersion"] = str(obj["apiVersion"])
-    if meta.get("uid"):
-        involved["uid"] = str(meta["uid"])
-    now = now_rfc3339()
-    return {
-        "apiVersion": "swarmapply.io/v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{str(meta['name'])[:57]}-"},
-        "involvedObject": involved,
-        "type": type_,
-        "reason": reason,
-        "message": message,
-        "source": {"component": component},
-        "count": 1,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-    }
+        record_event(self.store, obj, "ReconcileFailed", str(error), component=self.name,
+                     type_="Warning")  # fmt: skip
 
 
 __all__ = [
     "Controller",
     "ControllerStats",
     "SecondaryKind",
-    "failure_event",
     "owner_keys",
     "percentile",
 ]

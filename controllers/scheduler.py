@@ -38,8 +38,8 @@ from tenacity import wait_exponential
 from swarmapply.api.store import Conflict, Gone, NotFound, Store
 from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.conditions import find_condition, set_condition
+from swarmapply.controllers.events import record_event
 from swarmapply.controllers.requests import condition_true
-from swarmapply.controllers.runtime import failure_event
 from swarmapply.controllers.scheduling import Binding, Eviction, PassPlan, Waiting, plan_pass
 from swarmapply.controllers.settings import ControllerSettings, SchedulerSettings
 from swarmapply.controllers.workqueue import strategy_delay
@@ -231,10 +231,7 @@ class Scheduler:
                 self._dirty.set()
 
     def _event(self, obj: Object, reason: str, message: str, type_: str) -> None:
-        try:
-            self.store.create(failure_event(obj, reason, message, component=self.name, type_=type_))
-        except Exception:
-            log.exception("%s: could not record %s Event: %s", self.name, reason, message)
+        record_event(self.store, obj, reason, message, component=self.name, type_=type_)
 
     # -- the loop ----------------------------------------------------------------------------
 
