@@ -31,10 +31,15 @@ class Context:
     def store_url(self) -> str:
         return store_url(self.store_flag)
 
-    def store(self) -> Store:
-        """The store client (opened on first use, closed by :meth:`close`)."""
+    def store(self, *, must_exist: bool = False) -> Store:
+        """The store client (opened on first use, closed by :meth:`close`).
+
+        Args:
+            must_exist: For commands that only read: an embedded store file that does not
+                exist is an error rather than an empty cluster.
+        """
         if self._store is None:
-            self._store = open_store(self.store_url)
+            self._store = open_store(self.store_url, must_exist=must_exist)
         return self._store
 
     def close(self) -> None:

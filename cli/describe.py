@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ctx.err("error: describe needs a name: swarmapply describe KIND NAME (or KIND/NAME)")
         return 2
     kind = resolve_kind(word)
-    store = ctx.store()
+    store = ctx.store(must_exist=True)
     obj = store.get(kind, name)
     ctx.out(describe(obj, related(store, obj)))
     return 0

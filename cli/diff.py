@@ -59,7 +59,7 @@ def object_diff(live: dict[str, Any] | None, want: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         admitted = admitted_for_apply(args.filename, args.recursive, ctx.stdin)
-        store = ctx.store()
+        store = ctx.store()  # a new store: everything would be created
         texts = [object_diff(*planned(store, item)) for item in admitted]
     except SwarmapplyError as exc:
         errors = getattr(exc, "errors", None) or [exc]

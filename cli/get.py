@@ -44,7 +44,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
 
 def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = None) -> int:
     kind = resolve_kind(args.kind)
-    store = ctx.store()
+    store = ctx.store(must_exist=not args.watch)  # -w may wait for a store still to come
     fmt = args.output or "table"
     missing = 0
     if args.names:

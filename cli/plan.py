@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     jobs = [item.obj for item in admitted if item.obj["kind"] == "Job"]
     if not jobs:
         raise PlanError(f"no Job in {', '.join(args.filename)}; plan places jobs only")
-    store = ctx.store()
+    store = ctx.store(must_exist=True)
     nodes = store.list("Node").items
     tasks = store.list("Task").items
     queue = [job_request(job, submitted=float(i)) for i, job in enumerate(jobs)]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from swarmapply.api.store.base import (
@@ -45,11 +46,18 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, must_exist: bool = False) -> Store:
     """Open the store a URL names.
 
+    Args:
+        url: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``mongodb://...``.
+        must_exist: Refuse a SQLite file that does not exist yet instead of creating it (for
+            commands that only read: a mistyped path would otherwise look like an empty
+            cluster). MongoDB databases are always opened as they are.
+
     Raises:
-        BackendError: the URL's scheme is not one swarmapply knows, or it is malformed.
+        BackendError: the URL's scheme is not one swarmapply knows, or it is malformed, or
+            ``must_exist`` and the SQLite file does not exist.
     """
     shown = redact_url(url)
     if url.startswith("sqlite:///"):
@@ -58,6 +66,11 @@ def open_store(url: str) -> Store:
         path, _, query = url[len("sqlite:///") :].partition("?")
         if not path:
             raise BackendError(f"store URL {shown!r} names no file: use sqlite:///path/state.db")
+        if must_exist and not os.path.exists(path):
+            raise BackendError(
+                f"no store at {os.path.abspath(path)} (from {shown!r}): nothing was applied "
+                "there yet; check --store or $SWARMAPPLY_STORE"
+            )
         options = {key: values[-1] for key, values in parse_qs(query).items()}
         unknown = set(options) - {"synchronous", "busy_timeout"}
         if unknown:

@@ -14,6 +14,8 @@ import pytest
 from swarmapply.api.store import Store, open_store
 from swarmapply.cli.main import main
 
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "job-hello.yaml"
+
 V1 = "swarmapply.io/v1"
 MiB = 2**20
 
@@ -275,12 +277,24 @@ def test_describe_task_and_a_generic_kind(
 def test_describe_missing_object_or_kind_fails_with_a_message(
     cli_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    open_store(cli_store).close()  # the store exists, the object does not
     assert run(capsys, "describe", "job", "nope") == (1, "", 'error: Job "nope" not found\n')
     code, out, err = run(capsys, "describe", "gadget", "x")
     assert (code, out) == (1, "")
     assert err.startswith("error: unknown kind 'gadget'; known kinds: jobs")
     code, _, err = run(capsys, "describe", "job")
     assert code == 2 and "needs a name" in err
+
+
+def test_reading_a_store_that_does_not_exist_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/typo/state.db"
+    for argv in (["describe", "job", "web"], ["get", "jobs"], ["plan", "-f", str(MANIFEST)]):
+        code, out, err = run(capsys, "--store", url, *argv)
+        assert (code, out) == (1, ""), argv
+        assert err.startswith(f"error: no store at {tmp_path}/typo/state.db"), argv
+    assert not (tmp_path / "typo").exists()  # reading created nothing
 
 
 def test_describe_as_a_subprocess(cli_store: str, tmp_path: Path) -> None:
