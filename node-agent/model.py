@@ -114,7 +114,9 @@ class Observed:
         memory: Its memory limit now, in bytes.
         exit_code: The exit code once it stopped.
         oom_killed: True when the engine killed it for exceeding its memory limit.
-        error: The engine's error, for a container that could not be created or started.
+        error: Why a container could not be created or started, as ``"Reason: message"``
+            with a CamelCase reason (``ImagePullFailed: pull access denied for x``); the
+            planner makes the reason the task's (``EngineError`` when there is none).
         started_at: RFC 3339 time it last started.
         finished_at: RFC 3339 time it last stopped.
         labels: All its labels.
