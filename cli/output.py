@@ -63,8 +63,9 @@ def _task_row(obj: dict[str, Any]) -> Row:
     return [
         spec.get("job", "-"),
         _phase(obj),
-        status.get("node") or spec.get("node") or "-",
-        status.get("cpuset") or spec.get("cpuset") or "-",
+        # The binding only: a pin (spec.node, spec.cpuset) is a request, not a placement.
+        status.get("node") or "-",
+        status.get("cpuset") or "-",
         format_memory(int(memory)) if memory else "-",
     ]
 
