@@ -6,7 +6,8 @@ a driver only does what it is told and reports what it sees, so the agent's logi
 for both and is tested without an engine.
 
 Errors: :class:`EngineUnavailable` (temporary: the engine is down or busy; the agent retries
-with backoff and marks its Node) and :class:`TaskRefused` (permanent for that task: a bad
+with backoff and marks its Node), :class:`NetworkNotReady` (temporary: the deployer has not
+created the job's network yet) and :class:`TaskRefused` (permanent for that task: a bad
 image, a refused setting; the task fails with the message as its reason). Anything else a
 driver raises is a bug and is logged with its traceback.
 """
@@ -23,6 +24,10 @@ from swarmapply.errors import PermanentError, TemporaryError
 
 class EngineUnavailable(TemporaryError):
     """The container engine could not be reached or failed in a way worth retrying."""
+
+
+class NetworkNotReady(TemporaryError):
+    """The task's network does not exist on the engine yet (the deployer creates it)."""
 
 
 class TaskRefused(PermanentError):
@@ -66,6 +71,7 @@ class Driver(Protocol):
 
         Raises:
             EngineUnavailable: The engine cannot be reached (retry later).
+            NetworkNotReady: The job's network does not exist yet (retry later).
             TaskRefused: The task cannot run as specified (the task fails).
         """
         ...
@@ -96,4 +102,4 @@ class Driver(Protocol):
         ...
 
 
-__all__ = ["Driver", "EngineUnavailable", "TaskRefused"]
+__all__ = ["Driver", "EngineUnavailable", "NetworkNotReady", "TaskRefused"]
