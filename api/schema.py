@@ -246,6 +246,7 @@ def _messages(error: ValidationError) -> list[tuple[Path, str]]:
         "type",
         "minimum",
         "maximum",
+        "exclusiveMinimum",
         "pattern",
         "format",
         "enum",
@@ -315,6 +316,9 @@ def _expected(schema: dict[str, Any], brief: bool = False) -> str:
     if kind == "integer" or kind == "number":
         noun = "an integer" if kind == "integer" else "a number"
         lo, hi = schema.get("minimum"), schema.get("maximum")
+        above = schema.get("exclusiveMinimum")
+        if above is not None:
+            return f"{noun} > {above}"
         if lo is not None and hi is not None and hi < _BIG:
             return f"{noun} between {lo} and {hi}"
         if lo is not None:

@@ -524,3 +524,10 @@ def test_the_same_path_twice_is_read_once(tmp_path: Path) -> None:
     manifest.write_text(JOB.format(name="a"))
     admitted = admit_paths([str(manifest), str(manifest)], recursive=False, stdin=io.StringIO())
     assert [item.obj["metadata"]["name"] for item in admitted] == ["a"]
+
+
+def test_an_exclusive_minimum_is_said_in_words() -> None:
+    text = JOB.format(name="sim") + "  simulation: {duration: 0}\n"
+    assert errors_of(("j.yaml", text)) == [
+        "j.yaml: document 1: spec.simulation.duration: expected a number > 0, got 0"
+    ]
