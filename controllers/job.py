@@ -119,6 +119,8 @@ class JobController:
             job = written
             for type_, reason, message in js.phase_events(old, status):
                 self._event(job, reason, message, type_)
+        if status.get("phase") == jt.FAILED:
+            self._stop_remaining(job, after)
         remaining = js.ttl_remaining({**job, "status": status}, now)
         if remaining is not None and self.queue is not None:
             self.queue.add_after(key, max(remaining, 0.0))
@@ -176,6 +178,21 @@ class JobController:
             log.debug("Task %s was already gone", name)
             return
         log.info("deleted Task %s: %s", name, why)
+
+    def _stop_remaining(self, job: Object, tasks: list[Object]) -> None:
+        """A failed job gives back its cores: its tasks still live are deleted (as Kubernetes
+        deletes a failed Job's active Pods); finished ones stay for their status and logs."""
+        live = [
+            t
+            for t in tasks
+            if jt.task_phase(t) not in jt.FINISHED and not jt.is_terminating(t)
+            and jt.is_owned_by(t, job)
+        ]  # fmt: skip
+        for task in live:
+            self._delete_task(task, f"its Job {jt.name_of(job)} failed")
+        if live:
+            names = ", ".join(jt.name_of(t) for t in live)
+            self._event(job, "TasksStopped", f"Deleted tasks {names}: the job failed", "Normal")
 
     def _delete_leftovers(self, job_name: str) -> None:
         """The Job is gone: delete Tasks naming it whose owning Job no longer exists."""

@@ -175,7 +175,11 @@ def test_failed_tasks_are_restarted_until_the_backoff_limit(store: Store) -> Non
     assert status["reason"] == "BackoffLimitExceeded"
     assert "exit code 2" in status["message"]
     assert status["restarts"] == 2 and status["tasksFailed"] == 1
-    assert set(tasks_of(store)) == {current, "web-b"}  # the failed attempt is left alone
+    # The failed attempt stays for its status; the job's other, still live task is deleted
+    # so that a failed job holds no cores.
+    assert set(tasks_of(store)) == {current}
+    [stopped] = events(store, "TasksStopped")
+    assert stopped["message"] == "Deleted tasks web-b: the job failed"
     assert len(events(store, "Replaced")) == 2
     assert len(events(store, "BackoffLimitExceeded")) == 1
 
