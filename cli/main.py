@@ -95,12 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _normalise_argv(argv: list[str]) -> list[str]:
-    """``swarmapply [--store URL] [--debug] -f x ...`` means ``swarmapply ... apply -f x ...``.
-
-    Only the first token after the global options decides, so a file that happens to be named
-    like a command (``-f version``) is still applied.
-    """
+def _command_index(argv: list[str]) -> int:
+    """Where the command word is: after the global options ``--store URL`` and ``--debug``."""
     i = 0
     while i < len(argv):
         if argv[i] == "--store":
@@ -109,6 +105,26 @@ def _normalise_argv(argv: list[str]) -> list[str]:
             i += 1
         else:
             break
+    return i
+
+
+def _usage_exit(argv: list[str]) -> int:
+    """The exit code for bad usage of the command in ``argv``: 2, unless the command says
+    otherwise (``plan`` uses 2 for "would wait", so its usage errors exit 1)."""
+    i = _command_index(argv)
+    if i < len(argv) and argv[i] in COMMANDS:
+        module = importlib.import_module(f"swarmapply.cli.{argv[i]}")
+        return int(getattr(module, "USAGE_EXIT", 2))
+    return 2
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """``swarmapply [--store URL] [--debug] -f x ...`` means ``swarmapply ... apply -f x ...``.
+
+    Only the first token after the global options decides, so a file that happens to be named
+    like a command (``-f version``) is still applied.
+    """
+    i = _command_index(argv)
     rest = argv[i:]
     apply_flags = ("-f", "--filename", "-R", "--recursive", "--dry-run")
     if rest and (rest[0] in apply_flags or rest[0].startswith(("-f", "--filename="))):
@@ -117,11 +133,16 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
+    words = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
     try:
         parser = build_parser()
-        args = parser.parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+        args = parser.parse_args(words)
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+        if exc.code == 2:
+            return _usage_exit(words)
+        raise
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)
         return 2

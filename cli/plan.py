@@ -29,6 +29,8 @@ from swarmapply.controllers.scheduling import cluster_snapshot
 from swarmapply.errors import PermanentError
 
 WAITS = 2
+#: Bad usage exits 1, not argparse's 2, which here means "would wait".
+USAGE_EXIT = 1
 
 EXAMPLES = """examples:
   swarmapply plan -f job.yaml                  where the tasks would go, or why they'd wait

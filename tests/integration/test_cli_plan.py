@@ -176,3 +176,11 @@ def test_an_invalid_manifest_exits_1_and_writes_nothing(
     code, out, err = plan(capsys, store, tmp_path, JOB.replace("cores: 3", "cores: lots"))
     assert code == 1 and out == ""
     assert "document 1: spec.tasks[0].cores: expected an integer >= 1" in err
+
+
+def test_bad_usage_exits_1_because_2_means_would_wait(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan"]) == 1
+    assert main(["plan", "-f", "job.yaml", "--strategy", "bogus"]) == 1
+    assert main(["plan", "-f", "job.yaml", "-o", "yaml"]) == 1
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
+    assert main(["get"]) == 2  # other commands keep argparse's usual code
