@@ -59,6 +59,7 @@ _OPTION_OF_FIELD = {
     "workers": "--workers",
     "lease_duration": "--lease-duration",
     "renew_interval": "--lease-duration",
+    "stats_interval": "--stats-interval",
 }
 
 #: The longest renew interval; shorter leases renew four times per lease duration.
@@ -102,6 +103,7 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
             workers=args.workers,
             lease_duration=lease,
             renew_interval=min(MAX_RENEW_INTERVAL, lease / 4),
+            stats_interval=args.stats_interval,
             scheduler=SchedulerSettings(
                 strategy=args.strategy,
                 preemption=args.preemption,
@@ -179,6 +181,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         default=ControllerSettings.workers,
         metavar="N",
         help=f"worker threads per controller (default {ControllerSettings.workers})",
+    )
+    parser.add_argument(
+        "--stats-interval",
+        type=_seconds,
+        default=ControllerSettings.stats_interval,
+        metavar="SECONDS",
+        help="log each controller's counters (reconciles, errors, queue depth, latency) this "
+        f"often; 0: only when it stops (default {ControllerSettings.stats_interval:g})",
     )
     parser.add_argument(
         "--lease-duration",

@@ -273,6 +273,12 @@ class ControllerManager:
             if not stop.is_set():
                 stop.wait(self.settings.renew_interval)
 
+    def _report(self, name: str, controller: Runnable, term_stop: threading.Event) -> None:
+        """Log the controller's counters every ``settings.stats_interval`` seconds."""
+        interval = self.settings.stats_interval
+        while interval and not term_stop.wait(interval):
+            _log_summary(name, controller)
+
     def _lead(self, name: str, term_stop: threading.Event) -> None:
         """One term: build a fresh controller and run it until the term ends."""
         try:
@@ -283,6 +289,11 @@ class ControllerManager:
         log.info("controller %s: running", name)
         with self._lock:
             self._running.add(name)
+        reporter = threading.Thread(
+            target=self._report, args=(name, controller, term_stop), daemon=True,
+            name=f"{name}-counters",
+        )  # fmt: skip
+        reporter.start()
         try:
             controller.run(term_stop)
         except Exception:
@@ -291,10 +302,17 @@ class ControllerManager:
         finally:
             with self._lock:
                 self._running.discard(name)
+            _log_summary(name, controller)
         if term_stop.is_set():
             log.info("controller %s: stopped", name)
         else:
             log.warning("controller %s: returned without being asked to stop", name)
+
+
+def _log_summary(name: str, controller: Runnable) -> None:
+    summary = getattr(controller, "summary", None)
+    if callable(summary):
+        log.info("controller %s: %s", name, summary())
 
 
 def run_controllers(

@@ -205,6 +205,16 @@ class Controller:
                 latency_p99=percentile(samples, 0.99),
             )
 
+    def summary(self) -> str:
+        """The counters in one line, for logs."""
+        st = self.stats()
+        return (
+            f"reconciles {st.reconciles} (errors: {st.temporary_errors} temporary, "
+            f"{st.permanent_errors} permanent, {st.unexpected_errors} unexpected), queue "
+            f"{st.queue_depth}, latency p50 {st.latency_p50 * 1000:.1f} ms, "
+            f"p99 {st.latency_p99 * 1000:.1f} ms"
+        )
+
     def run(self, stop: threading.Event) -> None:
         """Run informers and workers until ``stop`` is set, then shut down gracefully.
 

@@ -86,8 +86,16 @@ class Scheduler:
         self.passes = 0
         self.bound = 0
         self.failures = 0
+        self.last_pass_seconds = 0.0
         self._dirty = threading.Event()
         self._seen: dict[tuple[str, str], str] = {}
+
+    def summary(self) -> str:
+        """The counters in one line, for logs."""
+        return (
+            f"passes {self.passes}, tasks bound {self.bound}, failed passes {self.failures}, "
+            f"last pass {self.last_pass_seconds * 1000:.1f} ms"
+        )
 
     # -- one pass ----------------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class Scheduler:
         Raises:
             TemporaryError: A write conflicted or the store was unavailable; run again.
         """
+        started = time.monotonic()
         nodes = self.store.list("Node").items
         tasks = self.store.list("Task").items
         jobs = self.store.list("Job").items
@@ -111,6 +120,7 @@ class Scheduler:
         self._write_allocations(plan.allocations, {n["metadata"]["name"]: n for n in nodes})
         self.passes += 1
         self.bound += bound
+        self.last_pass_seconds = time.monotonic() - started
         return bound
 
     def _evict(self, evictions: Sequence[Eviction], jobs: Mapping[str, Object]) -> None:

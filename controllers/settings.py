@@ -54,6 +54,9 @@ class ControllerSettings:
         lease_duration: Seconds a leader keeps its Lease without renewing it; another
             instance takes over this long after the leader stopped renewing.
         renew_interval: Seconds between a leader's renewals (and a follower's attempts).
+        stats_interval: Seconds between log lines with each running controller's counters
+            (reconciles, errors, queue depth, latency; passes for the scheduler); 0 for only
+            at the end of each term.
         scheduler: The scheduler's settings.
     """
 
@@ -61,6 +64,7 @@ class ControllerSettings:
     resync: float | None = 300.0
     lease_duration: float = 4.0
     renew_interval: float = 1.0
+    stats_interval: float = 60.0
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class ControllerSettings:
             raise ValueError("workers: expected at least 1")
         if self.resync is not None and not self.resync > 0:
             raise ValueError("resync: expected seconds > 0")
+        if not (math.isfinite(self.stats_interval) and self.stats_interval >= 0):
+            raise ValueError("stats_interval: expected seconds >= 0")
         if not 0 < self.renew_interval < self.lease_duration:
             raise ValueError("renew_interval: expected 0 < renew_interval < lease_duration")
 

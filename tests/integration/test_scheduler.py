@@ -517,3 +517,11 @@ def test_heartbeats_and_notes_do_not_trigger_passes(store: Store) -> None:
     assert not scheduler._matters("MODIFIED", noted)
     assert scheduler._matters("MODIFIED", {**noted, "status": {"phase": "Succeeded"}})
     assert scheduler._matters("DELETED", task)
+
+
+def test_the_summary_counts_passes_and_bindings(store: Store) -> None:
+    add_node(store, "n1", 4)
+    add_job(store, "web", [task_entry("a", 2), task_entry("b", 1)])
+    scheduler = Scheduler(store)
+    assert step(scheduler) == 2
+    assert scheduler.summary().startswith("passes 1, tasks bound 2, failed passes 0, last pass ")

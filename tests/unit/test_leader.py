@@ -201,3 +201,17 @@ def test_known_controllers_and_loading() -> None:
         resolve_factories(["broken"], environ=env)
     fake = {"a": lambda store, settings: None, "b": lambda store, settings: None}
     assert list(resolve_factories(["b"], fake)) == ["b"]  # type: ignore[arg-type]
+
+
+def test_a_controllers_counters_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from swarmapply.controllers.manager import _log_summary
+
+    class Counting:
+        name = "counting"
+
+        def summary(self) -> str:
+            return "passes 3, tasks bound 7"
+
+    with caplog.at_level("INFO", logger="swarmapply.controllers.manager"):
+        _log_summary("scheduler", Counting())  # type: ignore[arg-type]
+    assert "controller scheduler: passes 3, tasks bound 7" in caplog.text
