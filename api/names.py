@@ -21,6 +21,7 @@ __all__ = [
     "dns1123_subdomain_error",
     "label_key_error",
     "label_value_error",
+    "natural_key",
 ]
 
 DNS1123_LABEL_MAX = 63
@@ -137,3 +138,20 @@ def label_value_error(v: Any) -> str | None:
     if v and _QUALIFIED_NAME_RE.fullmatch(v) is None:
         return f"invalid label value {show_value(v)}: expected empty or {_QUALIFIED_RULE}"
     return None
+
+
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(name: str) -> tuple[tuple[str | int, ...], str]:
+    """Returns a sort key that orders names naturally (``node-2`` before ``node-10``).
+
+    Args:
+        name: An object name.
+
+    Returns:
+        A key whose text and number parts alternate at fixed positions (so they always compare
+        like with like), with the name itself as the final tie-break (``n02`` vs ``n2``).
+    """
+    parts = _DIGITS.split(name)
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), name

@@ -41,6 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from swarmapply.api.names import natural_key
 from swarmapply.api.quantity import format_cpuset
 from swarmapply.api.store import Object, Store, open_store
 from swarmapply.controllers.placement import (
@@ -51,7 +52,7 @@ from swarmapply.controllers.placement import (
     TaskRequest,
     schedule,
 )
-from swarmapply.controllers.placement_index import natural_key, pick_cores
+from swarmapply.controllers.placement_index import pick_cores
 from swarmapply.controllers.settings import SchedulerSettings
 
 GiB = 1024**3

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from swarmapply.api.kinds import resolve_kind
+from swarmapply.api.names import natural_key
 from swarmapply.api.store import Gone, NotFound
 from swarmapply.cli.context import Context
 from swarmapply.cli.output import render, table_rows
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
     else:
         listed = store.list(kind, args.selector, args.field_selector)
         objects, revision = listed.items, listed.revision
+        objects.sort(key=lambda o: natural_key(o["metadata"]["name"]))  # node-2 before node-10
         if kind == "Event":  # what happened, oldest first
             objects.sort(key=lambda e: (e.get("lastTimestamp") or "", e["metadata"]["name"]))
     if args.watch and fmt in ("json", "yaml"):  # one stream of events, the listed ones first

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         return 130
     except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
         if exc.code == 2:
-            return _usage_exit(words)
+            raise SystemExit(_usage_exit(words)) from None
         raise
     if getattr(args, "handler", None) is None:
         parser.print_help(sys.stderr)

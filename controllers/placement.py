@@ -60,8 +60,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from swarmapply.api.names import natural_key
 from swarmapply.api.quantity import format_cpuset, format_memory
-from swarmapply.controllers.placement_index import CapacityIndex, natural_key, pick_cores
+from swarmapply.controllers.placement_index import CapacityIndex, pick_cores
 from swarmapply.controllers.placement_model import (
     STRATEGIES,
     Decision,

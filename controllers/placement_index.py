@@ -7,24 +7,7 @@ list; an inactive position (a node that is not Ready or not schedulable) is neve
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterable, Sequence
-
-_DIGITS = re.compile(r"([0-9]+)")
-
-
-def natural_key(name: str) -> tuple[tuple[str | int, ...], str]:
-    """Returns a sort key that orders names naturally (``node-2`` before ``node-10``).
-
-    Args:
-        name: A node name.
-
-    Returns:
-        A key whose text and number parts alternate at fixed positions (so they always compare
-        like with like), with the name itself as the final tie-break (``n02`` vs ``n2``).
-    """
-    parts = _DIGITS.split(name)
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), name
 
 
 def pick_cores(free: Iterable[int], count: int) -> tuple[int, ...]:

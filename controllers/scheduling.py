@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmapply.api.names import natural_key
 from swarmapply.api.quantity import format_cpuset, parse_cpuset
 from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.controllers.job_tasks import FINISHED, TASK_LABEL
 from swarmapply.controllers.placement import schedule
-from swarmapply.controllers.placement_index import natural_key
 from swarmapply.controllers.placement_model import (
     Decision,
     JobRequest,

@@ -67,8 +67,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from swarmapply.api.names import natural_key
 from swarmapply.controllers.placement import order_jobs, schedule
-from swarmapply.controllers.placement_index import natural_key
 from swarmapply.controllers.placement_model import (
     STRATEGIES,
     Decision,

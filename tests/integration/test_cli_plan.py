@@ -179,8 +179,11 @@ def test_an_invalid_manifest_exits_1_and_writes_nothing(
 
 
 def test_bad_usage_exits_1_because_2_means_would_wait(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan"]) == 1
-    assert main(["plan", "-f", "job.yaml", "--strategy", "bogus"]) == 1
-    assert main(["plan", "-f", "job.yaml", "-o", "yaml"]) == 1
-    assert "invalid choice: 'yaml'" in capsys.readouterr().err
-    assert main(["get"]) == 2  # other commands keep argparse's usual code
+    for argv in (["plan"], ["plan", "-f", "j.yaml", "--strategy", "bogus"], ["plan", "-o", "x"]):
+        with pytest.raises(SystemExit) as usage:
+            main(argv)
+        assert usage.value.code == 1, argv
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["get"])
+    assert usage.value.code == 2  # other commands keep argparse's usual code

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarmapply.api.names import natural_key
 from swarmapply.controllers.placement import (
     STRATEGIES,
     Decision,
@@ -18,7 +19,7 @@ from swarmapply.controllers.placement import (
     order_jobs,
     schedule,
 )
-from swarmapply.controllers.placement_index import natural_key, pick_cores
+from swarmapply.controllers.placement_index import pick_cores
 
 GI = 1024**3
 
