@@ -32,6 +32,7 @@ COMMANDS = (
     "wait",
     "simulate",
     "controllers",
+    "agent",
     "plan",
     "completion",
 )
@@ -46,6 +47,7 @@ EXAMPLES = """examples:
   swarmapply simulate --nodes nodes.yaml -f jobs.yaml --strategy all   compare strategies
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
   swarmapply controllers                 run the control loops (run several for failover)
+  swarmapply agent --driver sim --nodes 10   run 10 hollow nodes (--driver docker: this engine)
 """
 
 

@@ -1,1 +1,2 @@
-"""The per-node agent and its drivers (built in a later issue)."""
+"""The per-node agent (``swarmapply agent``) and its drivers: docker (a real engine) and sim
+(hollow nodes in memory)."""

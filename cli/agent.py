@@ -1,0 +1,268 @@
+"""``swarmapply agent``: run the node agent (docker) or a set of hollow nodes (sim) until stopped.
+
+With ``--driver docker`` it is the agent of the machine's Docker Engine: the node is named
+after the engine's hostname unless ``--name`` is given, its capacity is the engine's cores
+(minus ``--reserved-cores``) and memory. With ``--driver sim`` one process runs ``--nodes``
+hollow nodes named ``sim-0`` ... (``--name`` changes the prefix), each with ``--cores`` cores
+and ``--memory`` memory, whose tasks "run" for their simulated duration.
+
+SIGTERM and SIGINT stop it (exit 0); containers keep running and the next agent adopts them.
+One line per start, stop and failure goes to stderr. A bad option value is one line and exit 2.
+It does not join a Swarm or create networks (the deployer does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from swarmapply.agent.agent import NodeAgent
+from swarmapply.agent.group import AgentGroup
+from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, parse_memory
+from swarmapply.api.store import redact_url
+from swarmapply.cli.context import Context
+
+EXAMPLES = """examples:
+  swarmapply agent --driver docker                     the agent of this machine's engine
+  swarmapply agent --driver docker --reserved-cores 0  keep core 0 for the system
+  swarmapply agent --driver sim --nodes 100 --cores 16 --memory 64Gi   100 hollow nodes
+
+SIGTERM or Ctrl-C stops it; running containers stay and are adopted by the next agent.
+Exit status: 0 after a clean shutdown, 1 on an error, 2 on bad usage.
+"""
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+DEFAULT_SIM_CORES = 4
+DEFAULT_SIM_MEMORY = "8Gi"
+
+
+class UsageError(ValueError):
+    """An option value that is wrong; the message starts with the option."""
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The options of ``swarmapply agent``, checked.
+
+    Attributes:
+        driver: ``docker`` or ``sim``.
+        name: The node name (docker) or the hollow nodes' name prefix (sim), if given.
+        heartbeat: Seconds between heartbeats.
+        resync: Seconds between full resyncs.
+        reserved_cores: Core ids never given to tasks (docker).
+        nodes: How many hollow nodes (sim).
+        cores: Cores per hollow node (sim).
+        memory: Memory per hollow node in bytes (sim).
+    """
+
+    driver: str
+    name: str | None
+    heartbeat: float
+    resync: float
+    reserved_cores: frozenset[int] = frozenset()
+    nodes: int = 0
+    cores: int = 0
+    memory: int = 0
+
+
+def _seconds(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{option}: expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(option: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{option}: expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"{option}: expected at least 1, got {value}")
+    return value
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
+    """Adds the ``agent`` command to the command parsers."""
+    parser = commands.add_parser(
+        "agent",
+        help="run the node agent (docker) or hollow nodes (sim) until stopped",
+        description="Register this node (or --nodes hollow ones), heartbeat, and run the\n"
+        "tasks bound to it until SIGTERM or Ctrl-C.",
+        epilog=EXAMPLES,
+        **kw,
+    )
+    parser.add_argument("--driver", default="docker", metavar="docker|sim", help="default docker")
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the node's name (docker; default the engine's hostname) or the prefix of the "
+        "hollow nodes' names (sim; default sim)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        default="10",
+        metavar="SECONDS",
+        help="how often the node's Lease and heartbeat are renewed (default 10)",
+    )
+    parser.add_argument(
+        "--resync",
+        default="30",
+        metavar="SECONDS",
+        help="how often everything is compared even when nothing changed (default 30)",
+    )
+    parser.add_argument(
+        "--reserved-cores",
+        metavar="LIST",
+        help="cores never given to tasks, as a cpuset (docker only), e.g. 0 or 0-1",
+    )
+    parser.add_argument("--nodes", metavar="N", help="hollow nodes (sim; default 1)")
+    parser.add_argument(
+        "--cores", metavar="C", help=f"cores per hollow node (sim; default "
+        f"{DEFAULT_SIM_CORES})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--memory", metavar="M", help=f"memory per hollow node (sim; default {DEFAULT_SIM_MEMORY})"
+    )
+    parser.set_defaults(handler=run)
+
+
+def check_options(args: argparse.Namespace) -> AgentOptions:
+    """Validates the options and their combination (pure).
+
+    Raises:
+        UsageError: A value or combination is invalid; the message names the option.
+    """
+    if args.driver not in ("docker", "sim"):
+        raise UsageError(f"--driver: expected docker or sim, got {args.driver!r}")
+    heartbeat = _seconds("--heartbeat", args.heartbeat)
+    resync = _seconds("--resync", args.resync)
+    if args.name is not None and not args.name.strip():
+        raise UsageError("--name: expected a name, got an empty string")
+    reserved: frozenset[int] = frozenset()
+    if args.driver == "docker":
+        for option, value in (("--nodes", args.nodes), ("--cores", args.cores),
+                              ("--memory", args.memory)):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{option}: only with --driver sim")
+        if args.reserved_cores is not None:
+            try:
+                reserved = frozenset(parse_cpuset(args.reserved_cores))
+            except QuantityError as exc:
+                raise UsageError(f"--reserved-cores: {exc}") from exc
+        return AgentOptions(args.driver, args.name, heartbeat, resync, reserved)
+    if args.reserved_cores is not None:
+        raise UsageError("--reserved-cores: only with --driver docker (use --cores for sim)")
+    nodes = _count("--nodes", args.nodes, 1)
+    cores = _count("--cores", args.cores, DEFAULT_SIM_CORES)
+    try:
+        memory = parse_memory(DEFAULT_SIM_MEMORY if args.memory is None else args.memory)
+    except QuantityError as exc:
+        raise UsageError(f"--memory: {exc}") from exc
+    if memory < 1:
+        raise UsageError(f"--memory: expected more than 0, got {args.memory}")
+    return AgentOptions(args.driver, args.name, heartbeat, resync, reserved, nodes, cores, memory)
+
+
+def build_group(ctx: Context, args: argparse.Namespace) -> AgentGroup:
+    """The agents the options ask for, as one group (no I/O until it runs).
+
+    Raises:
+        UsageError: The options are invalid.
+    """
+    options = check_options(args)
+    store = ctx.store()
+    common: dict[str, Any] = {"heartbeat": options.heartbeat, "resync": options.resync}
+    if options.driver == "docker":
+        from swarmapply.agent.docker_driver import DockerDriver
+
+        driver = DockerDriver(name=options.name, reserved_cores=options.reserved_cores)
+        agent = NodeAgent(store, driver, driver_name="docker", name=options.name, **common)
+        return AgentGroup(store, [agent])
+    from swarmapply.agent.sim import SimCluster
+
+    cluster = SimCluster()
+    prefix = options.name or "sim"
+    nodes, cores, memory = options.nodes, options.cores, options.memory
+    agents = [
+        NodeAgent(
+            store, cluster.add_node(f"{prefix}-{i}", cores, memory), driver_name="sim", **common
+        )
+        for i in range(nodes)
+    ]
+    logging.getLogger("swarmapply").info(
+        "sim: %d hollow nodes %s-0..%s-%d, %d cores and %s each",
+        nodes, prefix, prefix, nodes - 1, cores, format_memory(memory),
+    )  # fmt: skip
+    return AgentGroup(store, agents)
+
+
+def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = None) -> int:
+    """Runs ``swarmapply agent`` until a signal (or ``stop``, for tests) stops it.
+
+    Returns:
+        0 after a clean shutdown, 2 on a bad option value.
+    """
+    try:
+        check_options(args)
+    except UsageError as exc:
+        ctx.err(f"error: {exc}")
+        return 2
+    stop = stop if stop is not None else threading.Event()
+    logger = logging.getLogger("swarmapply")
+    handler = logging.StreamHandler(ctx.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if ctx.debug else logging.INFO)
+    restore = _handle_signals(stop)
+    try:
+        group = build_group(ctx, args)
+        logger.info("agent (%s driver) starting (store %s)", args.driver,
+                    redact_url(ctx.store_url))  # fmt: skip
+        group.run(stop)
+        logger.info("agent stopped: %d containers started", group.starts)
+    finally:
+        restore()
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    return 0
+
+
+def _handle_signals(stop: threading.Event) -> Callable[[], None]:
+    """Makes SIGTERM and SIGINT set ``stop`` (a second one interrupts); returns the undo.
+
+    Signal handlers can only be installed from the main thread; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logging.getLogger("swarmapply").info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+__all__ = ["AgentOptions", "UsageError", "build_group", "check_options", "register", "run"]
