@@ -462,6 +462,11 @@ class DockerDriver:
             self._network_missing(spec, exc)
             raise TaskRefused("EngineRefused", f"{what}: {exc.explanation}") from exc
         except docker.errors.APIError as exc:
+            # An engine in a Swarm answers a missing network with a 500 ("Could not attach to
+            # network X: rpc error: code = NotFound ...") rather than a 404.
+            explanation = str(exc.explanation or "")
+            if "not found" in explanation.lower():
+                self._network_missing(spec, exc)
             if _is_server_error(exc):
                 _unavailable(what, exc)
             raise TaskRefused("EngineRefused", f"{what}: {exc.explanation}") from exc
