@@ -35,7 +35,11 @@ from swarmapply.controllers.manager import (
     resolve_factories,
 )
 from swarmapply.controllers.placement_model import STRATEGIES
-from swarmapply.controllers.settings import ControllerSettings, SchedulerSettings
+from swarmapply.controllers.settings import (
+    ControllerSettings,
+    DeployerSettings,
+    SchedulerSettings,
+)
 
 EXAMPLES = """examples:
   swarmapply controllers                              run every controller
@@ -60,6 +64,8 @@ _OPTION_OF_FIELD = {
     "lease_duration": "--lease-duration",
     "renew_interval": "--lease-duration",
     "stats_interval": "--stats-interval",
+    "docker_host": "--docker-host",
+    "advertise_addr": "--swarm-advertise-addr",
 }
 
 #: The longest renew interval; shorter leases renew four times per lease duration.
@@ -104,6 +110,12 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
             lease_duration=lease,
             renew_interval=min(MAX_RENEW_INTERVAL, lease / 4),
             stats_interval=args.stats_interval,
+            deployer=DeployerSettings(
+                docker_host=args.docker_host,
+                swarm=not args.no_swarm,
+                advertise_addr=args.swarm_advertise_addr,
+                pull=not args.no_pull,
+            ),
             scheduler=SchedulerSettings(
                 strategy=args.strategy,
                 preemption=args.preemption,
@@ -181,6 +193,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         default=ControllerSettings.workers,
         metavar="N",
         help=f"worker threads per controller (default {ControllerSettings.workers})",
+    )
+    deployer = parser.add_argument_group("deployer (the manager's Docker Engine)")
+    deployer.add_argument(
+        "--docker-host",
+        metavar="URL",
+        help="the manager engine (default: $DOCKER_HOST, else the local socket)",
+    )
+    deployer.add_argument(
+        "--swarm-advertise-addr",
+        metavar="ADDR",
+        help="the address a new Swarm advertises (needed when the engine has several)",
+    )
+    deployer.add_argument(
+        "--no-swarm",
+        action="store_true",
+        help="do not initialise a Swarm (job networks fall back to bridge without one)",
+    )
+    deployer.add_argument(
+        "--no-pull", action="store_true", help="do not pull images the engine lacks"
     )
     parser.add_argument(
         "--stats-interval",

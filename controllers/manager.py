@@ -59,6 +59,7 @@ ControllerFactory = Callable[[Store, ControllerSettings], Runnable]
 REGISTRY: Mapping[str, str] = {
     "job": "swarmapply.controllers.job:build",
     "scheduler": "swarmapply.controllers.scheduler:build",
+    "deployer": "swarmapply.controllers.deployer:build",
 }
 
 #: Environment variable naming extra controllers: ``name=module:function,...``.

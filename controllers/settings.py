@@ -45,6 +45,33 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class DeployerSettings:
+    """How the deployer reaches the manager's Docker Engine and what it may do there.
+
+    Attributes:
+        docker_host: The manager engine's URL (``unix:///var/run/docker.sock``,
+            ``tcp://host:2376``); None for the environment's (``DOCKER_HOST`` or the default
+            socket).
+        swarm: Initialise a Swarm on the engine when it is in none, and publish its join
+            token; False leaves the engine's Swarm membership alone.
+        advertise_addr: The address (or interface, optionally ``:port``) the new Swarm
+            advertises; None lets the engine choose (it refuses when it has several).
+        pull: Pull images of scheduled tasks that the engine lacks.
+    """
+
+    docker_host: str | None = None
+    swarm: bool = True
+    advertise_addr: str | None = None
+    pull: bool = True
+
+    def __post_init__(self) -> None:
+        if self.docker_host is not None and not self.docker_host.strip():
+            raise ValueError("docker_host: expected an engine URL or None")
+        if self.advertise_addr is not None and not self.advertise_addr.strip():
+            raise ValueError("advertise_addr: expected an address or interface, or None")
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """Settings shared by every loop, plus each loop's own.
 
@@ -58,6 +85,7 @@ class ControllerSettings:
             (reconciles, errors, queue depth, latency; passes for the scheduler); 0 for only
             at the end of each term.
         scheduler: The scheduler's settings.
+        deployer: The deployer's settings.
     """
 
     workers: int = 2
@@ -66,6 +94,7 @@ class ControllerSettings:
     renew_interval: float = 1.0
     stats_interval: float = 60.0
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    deployer: DeployerSettings = field(default_factory=DeployerSettings)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -78,4 +107,4 @@ class ControllerSettings:
             raise ValueError("renew_interval: expected 0 < renew_interval < lease_duration")
 
 
-__all__ = ["ControllerSettings", "SchedulerSettings"]
+__all__ = ["ControllerSettings", "DeployerSettings", "SchedulerSettings"]

@@ -79,7 +79,7 @@ def test_unknown_controllers_are_a_usage_error(
     capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     err = usage_error(capsys, "controllers", "--only", "nosuch", "--store", store_url)
-    assert err == "error: unknown controller 'nosuch'; known: job, scheduler\n"
+    assert err == "error: unknown controller 'nosuch'; known: job, scheduler, deployer\n"
 
 
 @pytest.mark.parametrize(
@@ -223,7 +223,7 @@ def test_the_job_controller_runs_in_its_own_process(
     ),
     reason="the job and scheduler controllers are not both part of this checkout yet",
 )
-def test_job_and_scheduler_are_the_default_set(
+def test_every_registered_controller_is_the_default_set(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
     recorded: dict[str, Any] = {}
@@ -233,5 +233,5 @@ def test_job_and_scheduler_are_the_default_set(
 
     monkeypatch.setattr("swarmapply.controllers.manager.ControllerManager.run", fake_run)
     assert main(["controllers", "--store", store_url]) == 0
-    assert recorded["names"] == ["job", "scheduler"]
+    assert recorded["names"] == ["job", "scheduler", "deployer"]
     capsys.readouterr()

@@ -52,6 +52,8 @@ Object = dict[str, Any]
 
 FINISHED = ("Succeeded", "Failed")
 CONTROLLERS = ("job", "scheduler")
+#: These tests are about placement and failover; the deployer (Docker networks) stays out.
+ONLY = ("--only", ",".join(CONTROLLERS))
 
 
 def lease_holder(store: Store, controller: str) -> str:
@@ -201,7 +203,7 @@ def test_jobs_are_bound_wait_with_a_reason_and_run_when_cores_free_up(
 ) -> None:
     add_node(store, "node-1", 4, 8 * GI)
     add_node(store, "node-2", 4, 8 * GI)
-    with Fleet(tmp_path, "--store", store_url, "--lease-duration", "2") as fleet:
+    with Fleet(tmp_path, *ONLY, "--store", store_url, "--lease-duration", "2") as fleet:
         process = fleet.start()
         # Two jobs fill both nodes (8 cores).
         apply(
@@ -292,7 +294,7 @@ def test_killing_and_restarting_the_controllers_loses_and_duplicates_nothing(
     kill_after = set(rng.sample(range(2, count), kill_count))
     kills = 0
     busy: list[int] = []
-    with Fleet(tmp_path, "--store", store_url, "--lease-duration", lease) as fleet:
+    with Fleet(tmp_path, *ONLY, "--store", store_url, "--lease-duration", lease) as fleet:
         process = fleet.start()
         apply(store_url, tmp_path, [huge])
         for i, job in enumerate(jobs):
@@ -372,7 +374,7 @@ def test_a_standby_process_takes_over_when_the_active_one_is_killed(
     store = open_test_store(url)
     add_node(store, "node-1", 4, 8 * GI)
     add_node(store, "node-2", 4, 8 * GI)
-    with Fleet(tmp_path, "--store", url, "--lease-duration", "2") as fleet:
+    with Fleet(tmp_path, *ONLY, "--store", url, "--lease-duration", "2") as fleet:
         first = fleet.start()
         eventually(
             partial(leads_or_died, store, first),

@@ -183,8 +183,13 @@ def test_parse_plugins() -> None:
 
 
 def test_known_controllers_and_loading() -> None:
-    assert list(known_controllers({})) == ["job", "scheduler"]
-    assert list(known_controllers({PLUGINS_ENV: "extra=m:f"})) == ["job", "scheduler", "extra"]
+    assert list(known_controllers({})) == ["job", "scheduler", "deployer"]
+    assert list(known_controllers({PLUGINS_ENV: "extra=m:f"})) == [
+        "job",
+        "scheduler",
+        "deployer",
+        "extra",
+    ]
     with pytest.raises(ControllerUnavailable):
         known_controllers({PLUGINS_ENV: "broken"})
     with pytest.raises(ControllerUnavailable, match="controller 'x' cannot be loaded"):
