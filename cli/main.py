@@ -23,6 +23,7 @@ from swarmapply.errors import SwarmapplyError
 
 #: The command modules, in the order ``--help`` lists them; each has register() and run().
 COMMANDS = (
+    "up",
     "apply",
     "diff",
     "get",
@@ -38,6 +39,7 @@ COMMANDS = (
 )
 
 EXAMPLES = """examples:
+  swarmapply up -f manifests/examples/hello.yaml --until-done   a cluster here; run a job
   swarmapply -f job.yaml                 apply one manifest
   swarmapply -f manifests/ -R            apply a directory tree
   cat job.json | swarmapply -f -         apply from standard input

@@ -447,10 +447,13 @@ def test_the_example_directory_admits_as_a_whole() -> None:
     assert kinds == [
         ("Job", "etl"),
         ("Job", "hello"),
+        ("Job", "hello-world"),
         ("Job", "job1"),
         ("Job", "pinned"),
         ("Job", "probe"),
         ("Job", "report"),
+        ("Job", "talk"),
+        ("Job", "talk-restfulswarm"),
         ("Job", "train"),
         ("Job", "web"),
         ("Node", "rack-1"),
