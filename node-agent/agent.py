@@ -399,7 +399,9 @@ class NodeAgent:
                 status = {
                     k: v for k, v in (task.get("status") or {}).items() if k not in RUNTIME_FIELDS
                 }
-                status.update(phase=FAILED, reason=reason, message=f"task {name}: {message}")
+                # Drivers name the task in their messages already; do not say it twice.
+                said = message if message.startswith(f"task {name}:") else f"task {name}: {message}"
+                status.update(phase=FAILED, reason=reason, message=said)
                 statuses[name] = status
                 task = {**task, "status": status}
             marked.append(task)
