@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from swarmapply.agent.agent import NodeAgent
@@ -28,6 +25,7 @@ from swarmapply.agent.group import AgentGroup
 from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, parse_memory
 from swarmapply.api.store import redact_url
 from swarmapply.cli.context import Context
+from swarmapply.cli.serving import serving
 
 EXAMPLES = """examples:
   swarmapply agent --driver docker                     the agent of this machine's engine
@@ -38,8 +36,6 @@ SIGTERM or Ctrl-C stops it; running containers stay and are adopted by the next 
 Exit status: 0 after a clean shutdown, 1 on an error, 2 on bad usage.
 """
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-LOG_DATE_FORMAT = "%H:%M:%S"
 DEFAULT_SIM_CORES = 4
 DEFAULT_SIM_MEMORY = "8Gi"
 
@@ -222,47 +218,13 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
         ctx.err(f"error: {exc}")
         return 2
     stop = stop if stop is not None else threading.Event()
-    logger = logging.getLogger("swarmapply")
-    handler = logging.StreamHandler(ctx.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if ctx.debug else logging.INFO)
-    restore = _handle_signals(stop)
-    try:
+    with serving(ctx, stop) as logger:
         group = build_group(ctx, args)
         logger.info("agent (%s driver) starting (store %s)", args.driver,
                     redact_url(ctx.store_url))  # fmt: skip
         group.run(stop)
         logger.info("agent stopped: %d containers started", group.starts)
-    finally:
-        restore()
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     return 0
-
-
-def _handle_signals(stop: threading.Event) -> Callable[[], None]:
-    """Makes SIGTERM and SIGINT set ``stop`` (a second one interrupts); returns the undo.
-
-    Signal handlers can only be installed from the main thread; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        logging.getLogger("swarmapply").info("%s received: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
 
 
 __all__ = ["AgentOptions", "UsageError", "build_group", "check_options", "register", "run"]

@@ -17,16 +17,13 @@ manager (systemd, a Swarm service) for that.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
-import signal
 import threading
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from swarmapply.api.store import redact_url
 from swarmapply.cli.context import Context
+from swarmapply.cli.serving import serving
 from swarmapply.controllers.manager import (
     REGISTRY,
     ControllerManager,
@@ -70,9 +67,6 @@ _OPTION_OF_FIELD = {
 
 #: The longest renew interval; shorter leases renew four times per lease duration.
 MAX_RENEW_INTERVAL = 1.0
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-LOG_DATE_FORMAT = "%H:%M:%S"
 
 
 class UsageError(ValueError):
@@ -253,14 +247,7 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
         ctx.err(f"error: {exc}")
         return 2
     stop = stop if stop is not None else threading.Event()
-    logger = logging.getLogger("swarmapply")
-    handler = logging.StreamHandler(ctx.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if ctx.debug else logging.INFO)
-    restore = _handle_signals(stop)
-    try:
+    with serving(ctx, stop) as logger:
         manager = ControllerManager(
             ctx.store(), names, settings, factories=factories, identity=args.identity
         )
@@ -272,33 +259,4 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
         )
         manager.run(stop)
         logger.info("controllers stopped")
-    finally:
-        restore()
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     return 0
-
-
-def _handle_signals(stop: threading.Event) -> Callable[[], None]:
-    """Makes SIGTERM and SIGINT set ``stop`` (a second one interrupts); returns the undo.
-
-    Signal handlers can only be installed from the main thread; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        logging.getLogger("swarmapply").info(
-            "%s received: stopping (send it again to exit at once)", signal.Signals(signum).name
-        )
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore

@@ -27,21 +27,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from types import FrameType
 from typing import Any
 
 from swarmapply.agent.agent import lease_name as node_lease_name
 from swarmapply.agent.group import AgentGroup
+from swarmapply.api.admission import AdmittedObject
 from swarmapply.api.store import Conflict, Gone, NotFound, Object, Store, redact_url
 from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.cli import agent as agent_command
 from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, apply_all
 from swarmapply.cli.context import Context
+from swarmapply.cli.serving import serving
 from swarmapply.controllers.lease import lease_record, released_lease, timestamp_now
 from swarmapply.controllers.manager import ControllerManager, known_controllers
 from swarmapply.controllers.settings import ControllerSettings
@@ -60,8 +60,6 @@ Exit status: 0 after a clean shutdown (with --until-done: every job succeeded), 
 or a job that did not succeed, 2 on bad usage.
 """
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-LOG_DATE_FORMAT = "%H:%M:%S"
 #: Seconds the probe of the Docker Engine waits for an answer.
 PROBE_TIMEOUT = 5.0
 #: Seconds a watch waits before it checks whether to stop.
@@ -536,13 +534,21 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
         ctx.err(notice)
     store = ctx.store()
     stop = stop if stop is not None else threading.Event()
-    handler = logging.StreamHandler(ctx.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    old_level = log.level
-    log.addHandler(handler)
     quiet = logging.WARNING if options.until_done else logging.INFO
-    log.setLevel(logging.DEBUG if ctx.debug else quiet)
-    restore = _handle_signals(stop)
+    with serving(ctx, stop, quiet):
+        return _serve(ctx, options, admitted, driver, hostname, store, stop)
+
+
+def _serve(
+    ctx: Context,
+    options: UpOptions,
+    admitted: list[AdmittedObject],
+    driver: str,
+    hostname: str | None,
+    store: Store,
+    stop: threading.Event,
+) -> int:
+    """Runs the cluster (controllers, agent) and follows the jobs; shuts everything down."""
     cluster = _Cluster(stop)
     try:
         names = controllers_for(driver, known_controllers())
@@ -576,37 +582,8 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
             return 1
         return 0 if progress.succeeded else 1
     finally:
-        try:
-            cluster.shutdown(store)
-            log.info("up: stopped")
-        finally:
-            restore()
-            log.removeHandler(handler)
-            log.setLevel(old_level)
-
-
-def _handle_signals(stop: threading.Event) -> Callable[[], None]:
-    """Makes SIGTERM and SIGINT set ``stop`` (a second one interrupts); returns the undo.
-
-    Signal handlers can only be installed from the main thread; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.warning("%s received: stopping (send it again to exit at once)",
-                    signal.Signals(signum).name)  # fmt: skip
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+        cluster.shutdown(store)
+        log.info("up: stopped")
 
 
 __all__ = [
