@@ -29,7 +29,9 @@ Refused settings: a Task that would give its container the host fails with reaso
 ``RefusedSetting`` and a message naming the field, unless the path is listed in the cluster
 policy (``allowed_host_paths``). The Task schema has no privileged, capabilities or host
 network/pid fields, so host binds in ``spec.volumes`` are all there is to check today: binds of
-``/``, ``/etc``, anything under ``/proc`` or ``/sys``, the Docker socket by any spelling
+``/`` and of ``/etc``, ``/proc``, ``/sys``, ``/dev``, ``/boot``, ``/root``, ``/var/lib/docker``
+or anything under them (``/etc/localtime`` too: allow it by policy), the Docker socket by any
+spelling
 (``/var/run/docker.sock``, ``/run/docker.sock``, ``/var//run/../run/docker.sock``, any path
 ending in ``docker.sock``) and the directories holding it (``/run``, ``/var/run``). Paths are
 normalised lexically only; a host symlink that leads to one of these is not seen here (the
@@ -72,8 +74,12 @@ RUNTIME_FIELDS = (
     "message",
 )
 
-_HOST_PATHS = frozenset({"/", "/etc", "/proc", "/sys", "/var/run/docker.sock"})
-_HOST_TREES = ("/proc/", "/sys/")
+_HOST_PATHS = frozenset(
+    {"/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/lib/docker"}
+    | {"/var/run/docker.sock"}
+)
+# Anything under these too: a writable /etc/cron.d or /etc/sudoers.d is root on the host.
+_HOST_TREES = ("/etc/", "/proc/", "/sys/", "/dev/", "/boot/", "/root/", "/var/lib/docker/")
 _SOCKET_DIRS = frozenset({"/run", "/var/run"})
 _SOCKET_NAME = "docker.sock"
 _ERROR_REASON = re.compile(r"([A-Z][A-Za-z0-9]*):\s*(.+)", re.DOTALL)
