@@ -40,7 +40,14 @@ from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.conditions import find_condition, set_condition
 from swarmapply.controllers.events import record_event
 from swarmapply.controllers.requests import condition_true
-from swarmapply.controllers.scheduling import Binding, Eviction, PassPlan, Waiting, plan_pass
+from swarmapply.controllers.scheduling import (
+    Binding,
+    Eviction,
+    PassPlan,
+    Waiting,
+    is_live,
+    plan_pass,
+)
 from swarmapply.controllers.settings import ControllerSettings, SchedulerSettings
 from swarmapply.controllers.workqueue import strategy_delay
 from swarmapply.errors import TemporaryError
@@ -324,14 +331,17 @@ class Scheduler:
 def placement_fingerprint(obj: Mapping[str, Any]) -> str:
     """The parts of a Node or Task that placement depends on, as one comparable string.
 
-    A Node's heartbeat time and allocation view, and a Task's conditions, messages and
-    runtime details, are left out: changes to those alone need no scheduling pass.
+    A Node's heartbeat time and allocation view, and a Task's conditions, messages, runtime
+    details and its phase as long as it stays live (Scheduled to Running), are left out:
+    changes to those alone need no scheduling pass.
     """
     status = obj.get("status") or {}
     if obj.get("kind") == "Node":
         parts: Any = [obj.get("spec"), status.get("capacity"), condition_true(obj, "Ready")]
     else:
-        bound = {k: status.get(k) for k in ("phase", "node", "cpuset", "memory")}
+        # Only whether the task still holds its cores matters, not Scheduled versus Running.
+        bound: dict[str, Any] = {k: status.get(k) for k in ("node", "cpuset", "memory")}
+        bound["live"] = is_live(obj)
         meta = obj.get("metadata") or {}
         parts = [obj.get("spec"), bound, meta.get("labels"), meta.get("deletionTimestamp")]
     return json.dumps(parts, sort_keys=True, default=str)

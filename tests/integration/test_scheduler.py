@@ -515,6 +515,8 @@ def test_heartbeats_and_notes_do_not_trigger_passes(store: Store) -> None:
     assert scheduler._matters("ADDED", task)
     noted = {**task, "status": {"message": "0/1 nodes can run ...", "conditions": []}}
     assert not scheduler._matters("MODIFIED", noted)
+    running = {**noted, "status": {"phase": "Running", "message": "started"}}
+    assert not scheduler._matters("MODIFIED", running)  # still holds its cores
     assert scheduler._matters("MODIFIED", {**noted, "status": {"phase": "Succeeded"}})
     assert scheduler._matters("DELETED", task)
 
