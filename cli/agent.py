@@ -8,7 +8,9 @@ and ``--memory`` memory, whose tasks "run" for their simulated duration.
 
 SIGTERM and SIGINT stop it (exit 0); containers keep running and the next agent adopts them.
 One line per start, stop and failure goes to stderr. A bad option value is one line and exit 2.
-It does not join a Swarm or create networks (the deployer does).
+With ``--join`` (docker only) the engine first joins the Swarm whose join facts the deployer
+published in the store, waiting with backoff until they are there (one log line per attempt);
+an engine in another Swarm is an error (exit 1). It never creates networks (the deployer does).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, 
 from swarmapply.api.store import redact_url
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
+from swarmapply.errors import PermanentError
 
 EXAMPLES = """examples:
   swarmapply agent --driver docker                     the agent of this machine's engine
   swarmapply agent --driver docker --reserved-cores 0  keep core 0 for the system
+  swarmapply agent --driver docker --join              join the store's Swarm first
   swarmapply agent --driver sim --nodes 100 --cores 16 --memory 64Gi   100 hollow nodes
 
 SIGTERM or Ctrl-C stops it; running containers stay and are adopted by the next agent.
@@ -57,6 +61,7 @@ class AgentOptions:
         nodes: How many hollow nodes (sim).
         cores: Cores per hollow node (sim).
         memory: Memory per hollow node in bytes (sim).
+        join: Join the Swarm published in the store before starting (docker).
     """
 
     driver: str
@@ -67,6 +72,7 @@ class AgentOptions:
     nodes: int = 0
     cores: int = 0
     memory: int = 0
+    join: bool = False
 
 
 def _seconds(option: str, text: str) -> float:
@@ -125,6 +131,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         metavar="LIST",
         help="cores never given to tasks, as a cpuset (docker only), e.g. 0 or 0-1",
     )
+    parser.add_argument(
+        "--join",
+        action="store_true",
+        help="first make the engine join the Swarm whose join token the deployer published "
+        "in the store, waiting until it is there (docker only)",
+    )
     parser.add_argument("--nodes", metavar="N", help="hollow nodes (sim; default 1)")
     parser.add_argument(
         "--cores", metavar="C", help=f"cores per hollow node (sim; default "
@@ -159,7 +171,10 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
                 reserved = frozenset(parse_cpuset(args.reserved_cores))
             except QuantityError as exc:
                 raise UsageError(f"--reserved-cores: {exc}") from exc
-        return AgentOptions(args.driver, args.name, heartbeat, resync, reserved)
+        join = bool(getattr(args, "join", False))
+        return AgentOptions(args.driver, args.name, heartbeat, resync, reserved, join=join)
+    if getattr(args, "join", False):
+        raise UsageError("--join: only with --driver docker (hollow nodes join no Swarm)")
     if args.reserved_cores is not None:
         raise UsageError("--reserved-cores: only with --driver docker (use --cores for sim)")
     nodes = _count("--nodes", args.nodes, 1)
@@ -173,8 +188,14 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
     return AgentOptions(args.driver, args.name, heartbeat, resync, reserved, nodes, cores, memory)
 
 
-def build_group(ctx: Context, args: argparse.Namespace) -> AgentGroup:
+def build_group(ctx: Context, args: argparse.Namespace, client: Any = None) -> AgentGroup:
     """The agents the options ask for, as one group (no I/O until it runs).
+
+    Args:
+        ctx: The command's context.
+        args: The parsed options.
+        client: The docker-py client of the engine (docker); None for one from the
+            environment, made on first use.
 
     Raises:
         UsageError: The options are invalid.
@@ -185,7 +206,7 @@ def build_group(ctx: Context, args: argparse.Namespace) -> AgentGroup:
     if options.driver == "docker":
         from swarmapply.agent.docker_driver import DockerDriver
 
-        driver = DockerDriver(name=options.name, reserved_cores=options.reserved_cores)
+        driver = DockerDriver(client, name=options.name, reserved_cores=options.reserved_cores)
         agent = NodeAgent(store, driver, driver_name="docker", name=options.name, **common)
         return AgentGroup(store, [agent])
     from swarmapply.agent.sim import SimCluster
@@ -210,16 +231,37 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
     """Runs ``swarmapply agent`` until a signal (or ``stop``, for tests) stops it.
 
     Returns:
-        0 after a clean shutdown, 2 on a bad option value.
+        0 after a clean shutdown, 1 when the engine cannot join the Swarm (``--join``), 2 on
+        a bad option value.
     """
     try:
-        check_options(args)
+        options = check_options(args)
     except UsageError as exc:
         ctx.err(f"error: {exc}")
         return 2
     stop = stop if stop is not None else threading.Event()
     with serving(ctx, stop) as logger:
-        group = build_group(ctx, args)
+        clients: list[Any] = []  # the engine's client, once made; the driver uses it too
+        if options.join:
+            from swarmapply.agent.join import client_from_env, wait_and_join
+            from swarmapply.controllers.deployer import read_join_info
+
+            def connect() -> Any:
+                if not clients:
+                    clients.append(client_from_env())
+                return clients[0]
+
+            store = ctx.store()
+            try:
+                outcome = wait_and_join(connect, lambda: read_join_info(store), stop)
+            except PermanentError as exc:
+                logger.error("agent: cannot join the Swarm: %s", exc)
+                return 1
+            if outcome is None:
+                logger.info("agent stopped before it joined the Swarm")
+                return 0
+            logger.info("agent: Swarm membership: %s", outcome)
+        group = build_group(ctx, args, clients[0] if clients else None)
         logger.info("agent (%s driver) starting (store %s)", args.driver,
                     redact_url(ctx.store_url))  # fmt: skip
         group.run(stop)

@@ -26,8 +26,8 @@ Nodes are written (never ``allocated``). Events are recorded on a Task when it s
 is refused, not on every round.
 
 Not done here: marking nodes NotReady on missed heartbeats (the node lifecycle controller),
-restarting failed tasks (the job controller), creating networks or joining the Swarm (the
-deployer).
+restarting failed tasks (the job controller), creating networks (the deployer), joining the
+Swarm (``swarmapply agent --join``, through :mod:`swarmapply.agent.join`).
 """
 
 from __future__ import annotations
