@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-from swarmapply.api.store.lifecycle import parse_time
+from swarmapply.api.store.lifecycle import format_rfc3339, parse_time
 from swarmapply.controllers.conditions import find_condition, set_condition
 from swarmapply.controllers.job_tasks import (
     FAILED,
@@ -35,8 +35,6 @@ from swarmapply.controllers.job_tasks import (
     restart_decision,
     task_phase,
 )
-
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def unschedulable_message(task: Mapping[str, Any] | None) -> str | None:
@@ -61,14 +59,6 @@ def unschedulable_message(task: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def format_time(moment: datetime) -> str:
-    """An aware datetime as an RFC 3339 UTC timestamp with second precision.
-
-    The format of :func:`swarmapply.api.store.lifecycle.now_rfc3339`, for a given moment.
-    """
-    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
-
-
 def aggregate(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], now: datetime) -> Object:
     """The Job's status for its tasks (pure).
 
@@ -90,7 +80,7 @@ def aggregate(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], now: d
         now: The current time.
     """
     old: Mapping[str, Any] = job.get("status") or {}
-    stamp = format_time(now)
+    stamp = format_rfc3339(now)
     entries = job_tasks(job)
     order = [str(e["name"]) for e in entries]
     live = live_tasks(job, tasks)
@@ -146,7 +136,7 @@ def aggregate(job: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], now: d
             for t in (parse_time((x.get("status") or {}).get("startTime")) for x in live.values())
             if t is not None
         ]
-        start = format_time(min(starts)) if starts else None
+        start = format_rfc3339(min(starts)) if starts else None
     if start is not None:
         status["startTime"] = start
     if phase in FINISHED:
@@ -226,7 +216,6 @@ def ttl_remaining(job: Mapping[str, Any], now: datetime) -> float | None:
 
 __all__ = [
     "aggregate",
-    "format_time",
     "phase_events",
     "ttl_remaining",
     "unschedulable_message",

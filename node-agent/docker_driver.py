@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NoReturn
 
 import docker
@@ -46,6 +46,7 @@ from swarmapply.agent.model import (
     Observed,
 )
 from swarmapply.api.quantity import QuantityError, format_cpuset, parse_cpuset
+from swarmapply.api.store.lifecycle import format_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def rfc3339_seconds(value: str | None) -> str | None:
     if match is None:
         raise ValueError(f"expected an RFC 3339 timestamp, got {value!r}")
     stamp = datetime.fromisoformat(match.group(1) + match.group(2).replace("Z", "+00:00"))
-    return stamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(stamp)
 
 
 def canonical_cpuset(value: str | None) -> str:

@@ -44,12 +44,11 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
 from typing import Any
 
 from swarmapply.agent.model import ContainerSpec, Observed, container_spec
 from swarmapply.api.quantity import QuantityError, format_cpuset, format_memory, parse_cpuset
-from swarmapply.api.store.lifecycle import parse_time
+from swarmapply.api.store.lifecycle import format_rfc3339, parse_time
 
 Object = dict[str, Any]
 
@@ -83,7 +82,6 @@ _HOST_TREES = ("/etc/", "/proc/", "/sys/", "/dev/", "/boot/", "/root/", "/var/li
 _SOCKET_DIRS = frozenset({"/run", "/var/run"})
 _SOCKET_NAME = "docker.sock"
 _ERROR_REASON = re.compile(r"([A-Z][A-Za-z0-9]*):\s*(.+)", re.DOTALL)
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -423,7 +421,7 @@ def _time(value: str | None) -> str | None:
     moment = parse_time(value)
     if moment is None or moment.year <= 1:
         return None
-    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+    return format_rfc3339(moment)
 
 
 def _meta(task: Mapping[str, Any]) -> Mapping[str, Any]:

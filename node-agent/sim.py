@@ -29,18 +29,16 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from swarmapply.agent.driver import TaskRefused
 from swarmapply.agent.model import ContainerSpec, NodeInfo, Observed
 from swarmapply.api.quantity import QuantityError, parse_cpuset
-from swarmapply.api.store.lifecycle import now_rfc3339, parse_time
+from swarmapply.api.store.lifecycle import format_rfc3339, now_rfc3339, parse_time
 
 #: The exit code of a container killed for its memory limit (SIGKILL), as Docker reports it.
 OOM_EXIT_CODE = 137
-
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class _Container:
@@ -297,9 +295,7 @@ class SimCluster:
         if not running:
             assert c.end is not None
             finished_at = (
-                (c.started_wall + timedelta(seconds=c.end - c.started))
-                .astimezone(timezone.utc)
-                .strftime(_TIME_FORMAT)
+                format_rfc3339(c.started_wall + timedelta(seconds=c.end - c.started))
                 if c.started_wall is not None
                 else self._wall()
             )

@@ -45,9 +45,14 @@ class Change:
     removed: bool = False
 
 
+def format_rfc3339(moment: datetime) -> str:
+    """An aware datetime as an RFC 3339 UTC timestamp, second precision (as Kubernetes)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
     """The current UTC time as an RFC 3339 timestamp (second precision, as Kubernetes)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(datetime.now(timezone.utc))
 
 
 def parse_time(value: object) -> datetime | None:
