@@ -13,12 +13,13 @@ These helpers hold no state between tests and start nothing by themselves.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -96,6 +97,25 @@ def eventually(check: Callable[[], T], timeout: float, what: str, *, interval: f
 
 
 # ---------------------------------------------------------------------- controllers in-process
+
+
+@contextlib.contextmanager
+def in_thread(
+    run: Callable[[threading.Event], None], what: str, timeout: float = 10.0
+) -> Iterator[None]:
+    """Runs ``run(stop)`` on a thread for the length of a ``with`` block.
+
+    Leaving sets ``stop`` and asserts that ``run`` returned within ``timeout`` seconds.
+    """
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout)
+        assert not thread.is_alive(), f"{what} did not return within {timeout:g} s of stop"
 
 
 class Running:

@@ -32,7 +32,7 @@ from swarmapply.api.store import NotFound, Store
 from swarmapply.cli.main import main
 from swarmapply.controllers.scheduler import Scheduler
 
-from .helpers import wait_for
+from .helpers import in_thread, wait_for
 from .scheduler_objects import (
     API_VERSION,
     GI,
@@ -88,15 +88,8 @@ class CountingDriver:
 @contextmanager
 def running(group: AgentGroup) -> Iterator[AgentGroup]:
     """Runs ``group`` on a thread for the duration of the block; stops and joins it after."""
-    stop = threading.Event()
-    thread = threading.Thread(target=group.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with in_thread(group.run, "the agent group", 10):
         yield group
-    finally:
-        stop.set()
-        thread.join(10)
-        assert not thread.is_alive(), "the agent group did not stop within 10 s"
 
 
 def sim_group(

@@ -121,6 +121,25 @@ class Cluster:
         self.processes.append(process)
         return process
 
+    def controllers_and_agent(self) -> AgentProcess:
+        """Starts ``swarmapply controllers`` and ``swarmapply agent`` as separate processes;
+        returns the agent once both run."""
+        controllers = Fleet(self.directory, "--store", self.url).start()
+        self.processes.append(controllers)
+        agent = self.agent()
+        self.wait_running(agent, ())
+        self.wait_running(controllers, ("controller-scheduler", "controller-deployer"))
+        return agent
+
+    def sleepers(self, name: str) -> str:
+        """Applies a job of two ``sleep 20`` tasks, a and b; returns the job's name."""
+        sleep = ["sleep", "20"]
+        job, path = self.job_manifest(
+            name, [{"name": "a", "command": sleep}, {"name": "b", "command": sleep}]
+        )
+        self.cli("apply", "-f", path)
+        return job
+
     def wait_running(self, process: UpProcess | ControllersProcess, leases: Sequence[str]) -> None:
         """Waits until the node's Lease and ``leases`` are held (the process must stay up)."""
 
@@ -291,16 +310,8 @@ def test_exit_code_reaches_the_task_status(cluster: Cluster, docker_client: Any)
 def test_agent_killed_and_restarted_mid_job_adopts_its_containers(
     cluster: Cluster, docker_client: Any
 ) -> None:
-    controllers = Fleet(cluster.directory, "--store", cluster.url).start()
-    cluster.processes.append(controllers)
-    first = cluster.agent()
-    cluster.wait_running(first, ())
-    cluster.wait_running(controllers, ("controller-scheduler", "controller-deployer"))
-    sleep = ["sleep", "20"]
-    job, path = cluster.job_manifest(
-        "sleepers", [{"name": "a", "command": sleep}, {"name": "b", "command": sleep}]
-    )
-    cluster.cli("apply", "-f", path)
+    first = cluster.controllers_and_agent()
+    job = cluster.sleepers("sleepers")
     for task in ("a", "b"):
         cluster.wait_phase("Task", f"{job}-{task}", "Running")
     before = {name: t["status"] for name, t in cluster.tasks(job).items()}
@@ -380,16 +391,8 @@ def test_a_bind_of_etc_is_refused_and_no_container_is_made(
 def test_agent_killed_while_creating_then_a_container_dies_while_it_is_down(
     cluster: Cluster, docker_client: Any
 ) -> None:
-    controllers = Fleet(cluster.directory, "--store", cluster.url).start()
-    cluster.processes.append(controllers)
-    first = cluster.agent()
-    cluster.wait_running(first, ())
-    cluster.wait_running(controllers, ("controller-scheduler", "controller-deployer"))
-    sleep = ["sleep", "20"]
-    job, path = cluster.job_manifest(
-        "racing", [{"name": "a", "command": sleep}, {"name": "b", "command": sleep}]
-    )
-    cluster.cli("apply", "-f", path)
+    first = cluster.controllers_and_agent()
+    job = cluster.sleepers("racing")
     wait_for(cluster.containers, START_TIMEOUT, "the first container", interval=0.001)
     first.kill()  # as soon as the first container exists (usually only created)
 

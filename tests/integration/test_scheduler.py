@@ -20,7 +20,7 @@ from swarmapply.api.quantity import parse_cpuset
 from swarmapply.api.store import Conflict, Store
 from swarmapply.controllers.scheduler import BindingFailed, Scheduler
 from swarmapply.controllers.settings import SchedulerSettings
-from tests.integration.helpers import seconds_until, wait_for
+from tests.integration.helpers import in_thread, seconds_until, wait_for
 from tests.integration.scheduler_objects import (
     MI,
     add_job,
@@ -79,15 +79,8 @@ def allocated(store: Store, node: str) -> Object:
 @contextlib.contextmanager
 def running(scheduler: Scheduler) -> Iterator[Scheduler]:
     """Scheduler.run on a thread; on exit, stop it and wait until it has returned."""
-    stop = threading.Event()
-    thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with in_thread(scheduler.run, "Scheduler.run", 5):
         yield scheduler
-    finally:
-        stop.set()
-        thread.join(5)
-        assert not thread.is_alive(), "Scheduler.run did not return after stop"
 
 
 # -- binding and allocation -----------------------------------------------------------------------
