@@ -132,6 +132,15 @@ class _Usage:
         self.memory[node] += memory
         self.holders[node].append((task, cores, memory))
 
+    def states(self, nodes: Sequence[Mapping[str, Any]]) -> list[NodeState]:
+        """The nodes with what the live bound tasks hold taken off."""
+        return [
+            node_state(
+                n, used_cores=frozenset(self.cores[_name(n)]), used_memory=self.memory[_name(n)]
+            )
+            for n in nodes
+        ]
+
 
 def _usage(tasks: Sequence[Mapping[str, Any]]) -> _Usage:
     usage = _Usage()
@@ -146,13 +155,7 @@ def cluster_snapshot(
     nodes: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
 ) -> list[NodeState]:
     """The nodes' free cores and memory given the live bound tasks (for what-if questions)."""
-    usage = _usage(tasks)
-    return [
-        node_state(
-            n, used_cores=frozenset(usage.cores[_name(n)]), used_memory=usage.memory[_name(n)]
-        )
-        for n in nodes
-    ]
+    return _usage(tasks).states(nodes)
 
 
 def _submitted(tasks: Sequence[Mapping[str, Any]]) -> float:
@@ -271,12 +274,7 @@ def plan_pass(
         now: The current time in seconds since the epoch (for starvation).
     """
     usage = _usage(tasks)
-    states = [
-        node_state(
-            n, used_cores=frozenset(usage.cores[_name(n)]), used_memory=usage.memory[_name(n)]
-        )
-        for n in nodes
-    ]
+    states = usage.states(nodes)
     queue, pending = _queue(tasks, jobs)
     decisions = schedule(
         states,
@@ -342,7 +340,7 @@ def plan_pass(
         bindings=bindings,
         waiting=waiting,
         evictions=tuple(evictions),
-        allocations=_allocations(nodes, tasks, bindings, evictions),
+        allocations=_allocations(nodes, tasks, usage, bindings, evictions),
         conflicts=tuple(usage.conflicts),
     )
 
@@ -350,23 +348,18 @@ def plan_pass(
 def _allocations(
     nodes: Sequence[Mapping[str, Any]],
     tasks: Sequence[Mapping[str, Any]],
+    usage: _Usage,
     bindings: Sequence[Binding],
     evictions: Sequence[Eviction],
 ) -> dict[str, Object]:
+    """Each node's view after the pass: what was held, less the evicted, plus the new bindings."""
     evicted = {t for e in evictions for t in e.tasks}
-    bound = {b.task: b for b in bindings}
     holders: dict[str, list[tuple[Mapping[str, Any], frozenset[int], int]]] = defaultdict(list)
-    for task in tasks:
-        name = _name(task)
-        if name in evicted:
-            continue
-        if name in bound:
-            b = bound[name]
-            holders[b.node].append((task, frozenset(parse_cpuset(b.cpuset)), b.memory))
-            continue
-        held = _held(task)
-        if held is not None:
-            holders[held[0]].append((task, held[1], held[2]))
+    for node, held in usage.holders.items():
+        holders[node] = [h for h in held if _name(h[0]) not in evicted]
+    by_name = {_name(t): t for t in tasks}
+    for b in bindings:
+        holders[b.node].append((by_name[b.task], frozenset(parse_cpuset(b.cpuset)), b.memory))
     return {_name(n): allocation_view(holders.get(_name(n), [])) for n in nodes}
 
 
