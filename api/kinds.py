@@ -77,6 +77,7 @@ KINDS: dict[str, KindInfo] = {
         _info("Checkpoint", "checkpoints", ("cp",), "label"),
         _info("Event", "events", ("ev",), "label", has_spec=False, has_status=False),
         _info("Lease", "leases", (), "label", has_status=False),
+        _info("ClusterPolicy", "clusterpolicies", ("cpol",), "label", has_status=False),
     )
 }
 

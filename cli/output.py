@@ -128,11 +128,31 @@ def _event_row(obj: dict[str, Any]) -> Row:
     ]
 
 
+def _policy_row(obj: dict[str, Any]) -> Row:
+    spec = obj.get("spec", {})
+    allows = [
+        word
+        for word, key in (
+            ("privileged", "allowPrivileged"),
+            ("hostNetwork", "allowHostNetwork"),
+            ("hostPID", "allowHostPID"),
+        )
+        if spec.get(key)
+    ]
+    allows += [f"cap:{c}" for c in spec.get("allowedCapabilities") or []]
+    allows += [
+        f"path:{p.get('path')}{' (ro)' if p.get('readOnly') else ''}"
+        for p in spec.get("allowedHostPaths") or []
+    ]
+    return [", ".join(allows) or "-"]
+
+
 COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
     "Job": (("PHASE", "TASKS", "CORES", "MEMORY"), _job_row),
     "Task": (("JOB", "PHASE", "NODE", "CPUSET", "MEMORY"), _task_row),
     "Node": (("STATUS", "CORES", "MEMORY"), _node_row),
     "Event": (("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event_row),
+    "ClusterPolicy": (("ALLOWS",), _policy_row),
 }
 
 

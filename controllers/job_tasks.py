@@ -70,6 +70,7 @@ _COPIED_FIELDS = (
     "ports",
     "volumes",
     "environment",
+    "securityContext",
 )
 
 

@@ -17,7 +17,9 @@ round. Engine errors (:class:`~swarmapply.agent.driver.EngineUnavailable`,
 :class:`~swarmapply.agent.driver.NetworkNotReady`) end the node's round and it is retried with
 exponential backoff; an unavailable engine also turns the Node's ``Ready`` condition False
 (reason ``EngineUnavailable``) until the engine answers again. A task the driver refuses
-(:class:`~swarmapply.agent.driver.TaskRefused`) fails with the driver's reason.
+(:class:`~swarmapply.agent.driver.TaskRefused`) fails with the driver's reason, and so does a
+task asking for host settings the ClusterPolicies do not allow (read once per round by the
+group; see :mod:`swarmapply.agent.policy`).
 
 Guarantees: restart-safe (containers are adopted by their task uid label; a restarted agent
 never starts a second container for a task); status writes are compare-and-swap, and a write
@@ -44,6 +46,7 @@ from tenacity import wait_exponential
 from swarmapply.agent.driver import Driver, EngineUnavailable, NetworkNotReady, TaskRefused
 from swarmapply.agent.model import NodeInfo, Observed
 from swarmapply.agent.plan import FAILED, RUNNING, RUNTIME_FIELDS, plan_node
+from swarmapply.agent.policy import NO_POLICY, Policy
 from swarmapply.agent.registration import new_node, reported_status, with_status
 from swarmapply.agent.sim import SimDriver
 from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Store
@@ -87,7 +90,6 @@ class NodeAgent:
             driver reports in ``info()``, for Docker the engine's hostname).
         heartbeat: Seconds between Lease renewals and Node heartbeat writes.
         resync: Seconds between full reconciliations when nothing changes.
-        allowed_host_paths: Host paths the cluster policy allows tasks to bind.
         identity: The Lease holder identity; default ``<hostname>-<pid>-<random>``.
         clock: Seconds on a monotonic clock (timers only; times written are wall clock).
         backoff_max: The longest wait, in seconds, before retrying a failed round.
@@ -102,7 +104,6 @@ class NodeAgent:
         name: str | None = None,
         heartbeat: float = 10.0,
         resync: float = 30.0,
-        allowed_host_paths: frozenset[str] = frozenset(),
         identity: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff_max: float = 10.0,
@@ -119,7 +120,6 @@ class NodeAgent:
             self.name = driver.name
         self.heartbeat = heartbeat
         self.resync = resync
-        self.allowed_host_paths = frozenset(allowed_host_paths)
         self.identity = identity or default_identity()
         self.clock = clock
         self.starts = 0
@@ -297,11 +297,12 @@ class NodeAgent:
 
     # -- reconciliation ----------------------------------------------------------------------
 
-    def reconcile(self, tasks: Sequence[Object]) -> bool:
+    def reconcile(self, tasks: Sequence[Object], policy: Policy = NO_POLICY) -> bool:
         """One round for this node: plan against the driver, apply, write changed statuses.
 
         Args:
             tasks: The Tasks bound to this node, as read from the store.
+            policy: What the ClusterPolicies allow (tasks asking for more are refused).
 
         Returns:
             True when the round completed; False when it stopped on an engine error (it is
@@ -318,9 +319,7 @@ class NodeAgent:
             return False
         self._set_engine_error(None)
         stamp = now_rfc3339()
-        plan = plan_node(
-            self.name, tasks, observed, now=stamp, allowed_host_paths=self.allowed_host_paths
-        )
+        plan = plan_node(self.name, tasks, observed, now=stamp, policy=policy)
         seen = {o.container_id: o for o in observed}
         refused: dict[str, tuple[str, str]] = {}
         error: Exception | None = None
@@ -331,7 +330,7 @@ class NodeAgent:
                 error = exc
                 if isinstance(exc, EngineUnavailable):
                     self._set_engine_error(str(exc))
-            statuses = self._replan(tasks, list(seen.values()), refused, stamp)
+            statuses = self._replan(tasks, list(seen.values()), refused, stamp, policy)
         else:
             statuses = plan.statuses
         self._write_statuses(tasks, statuses)
@@ -387,6 +386,7 @@ class NodeAgent:
         observed: list[Observed],
         refused: Mapping[str, tuple[str, str]],
         stamp: str,
+        policy: Policy,
     ) -> dict[str, Object]:
         """The statuses after the actions: planned again on what the driver now runs."""
         assert self.name is not None
@@ -405,9 +405,7 @@ class NodeAgent:
                 statuses[name] = status
                 task = {**task, "status": status}
             marked.append(task)
-        again = plan_node(
-            self.name, marked, observed, now=stamp, allowed_host_paths=self.allowed_host_paths
-        )
+        again = plan_node(self.name, marked, observed, now=stamp, policy=policy)
         return {**again.statuses, **statuses}
 
     def _write_statuses(self, tasks: Sequence[Object], statuses: Mapping[str, Object]) -> None:

@@ -7,7 +7,9 @@ and maps every engine failure onto the driver's typed errors (the cause chained)
 * the engine unreachable, a timeout or a 5xx answer -> :class:`EngineUnavailable` (retry);
 * the job network missing -> :class:`NetworkNotReady` (temporary: the deployer creates it);
 * a 4xx answer to create/start, a missing image (not pulling) or a failed pull, limits the
-  engine refuses -> :class:`TaskRefused` with a CamelCase reason.
+  engine refuses, a container that cannot start (the engine records the error in its state:
+  a missing executable, a capability the host withholds) -> :class:`TaskRefused` with a
+  CamelCase reason.
 
 Guarantees: :meth:`DockerDriver.start` is idempotent per task uid (the containers are looked up
 by the ``swarmapply.io/task-uid`` label, and the container name ``<task>-<uid[:8]>`` makes the
@@ -146,6 +148,9 @@ def create_arguments(spec: ContainerSpec, endpoint: Any | None) -> dict[str, Any
     Args:
         spec: The container to run.
         endpoint: The endpoint config for ``spec.network`` (carrying the alias), if any.
+
+    A container on the host's network joins no job network and publishes no ports (it uses
+    the node's own).
     """
     mounts = [
         docker.types.Mount(
@@ -169,7 +174,16 @@ def create_arguments(spec: ContainerSpec, endpoint: Any | None) -> dict[str, Any
         "mounts": mounts,
         "detach": True,
     }
-    if spec.network:
+    if spec.privileged:
+        arguments["privileged"] = True
+    if spec.capabilities:
+        arguments["cap_add"] = list(spec.capabilities)
+    if spec.host_pid:
+        arguments["pid_mode"] = "host"
+    if spec.host_network:
+        arguments["network_mode"] = "host"
+        del arguments["ports"]
+    elif spec.network:
         arguments["network"] = spec.network
         arguments["networking_config"] = {spec.network: endpoint}
     return arguments
@@ -383,7 +397,8 @@ class DockerDriver:
             EngineUnavailable: The engine cannot be reached or failed (5xx).
             NetworkNotReady: ``spec.network`` does not exist on the engine.
             TaskRefused: ``ImageMissing`` (not present, not pulling), ``ImagePullFailed``,
-                ``EngineRefused`` (the engine's 4xx answer), ``InvalidSpec``.
+                ``EngineRefused`` (the engine's 4xx answer), ``StartError`` (the container
+                cannot run; the engine's error and exit code in the message), ``InvalidSpec``.
         """
         attrs = self._find(spec.task_uid)
         if attrs is None:
@@ -468,11 +483,32 @@ class DockerDriver:
             explanation = str(exc.explanation or "")
             if "not found" in explanation.lower():
                 self._network_missing(spec, exc)
-            if _is_server_error(exc):
-                _unavailable(what, exc)
-            raise TaskRefused("EngineRefused", f"{what}: {exc.explanation}") from exc
+            self._start_failed(what, container_id, exc)
         except _TRANSPORT_ERRORS as exc:
             _unavailable(what, exc)
+
+    def _start_failed(self, what: str, container_id: str, exc: docker.errors.APIError) -> NoReturn:
+        """An error answer to start: the container's fault (it records why) or the engine's.
+
+        A container that cannot run (a command that does not exist: 400; a capability the
+        host withholds: 500) keeps the error and an exit code in its state: permanent for the
+        task (``StartError``), never an engine outage. Otherwise a 5xx is the engine's failure
+        and a 4xx its refusal (``EngineRefused``).
+        """
+        try:
+            attrs = self._inspect(container_id)
+        except EngineUnavailable:
+            attrs = None
+        state = (attrs or {}).get("State") or {}
+        if state.get("Error"):
+            raise TaskRefused(
+                "StartError",
+                f"{what}: the container cannot run: {state['Error']} "
+                f"(exit code {state.get('ExitCode', '?')})",
+            ) from exc
+        if _is_server_error(exc):
+            _unavailable(what, exc)
+        raise TaskRefused("EngineRefused", f"{what}: {exc.explanation}") from exc
 
     def update(self, container_id: str, cpuset: str, memory: int) -> None:
         """Change a container's cores and memory limit in place (swap limited to the same).

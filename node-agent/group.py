@@ -15,6 +15,7 @@ from typing import Any
 from tenacity import wait_exponential
 
 from swarmapply.agent.agent import NodeAgent
+from swarmapply.agent.policy import cluster_policy
 from swarmapply.agent.sim import SimCluster, SimDriver
 from swarmapply.api.store import Gone, Store
 from swarmapply.controllers.workqueue import strategy_delay
@@ -105,15 +106,16 @@ class AgentGroup:
             return 0
         try:
             partition = self._tasks(names)
+            policy = cluster_policy(self.store.list("ClusterPolicy").items)
         except Exception:
-            log.exception("agent: could not list tasks; retrying")
+            log.exception("agent: could not list tasks and policies; retrying")
             with self._lock:
                 self._dirty.update(names)
             return 0
         for name in names:
             agent = self._by_name[name]
             try:
-                agent.reconcile(partition.get(name, []))
+                agent.reconcile(partition.get(name, []), policy)
             except Exception as exc:  # a store failure or a driver bug: logged, retried
                 log.exception("node %s: round failed", name)
                 agent.round_failed(exc)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmapply.agent.policy import canonical_capability
+
 MANAGED_BY = "swarmapply.io/managed-by"
 MANAGER = "swarmapply"
 TASK_UID = "swarmapply.io/task-uid"
@@ -71,6 +73,10 @@ class ContainerSpec:
         volumes: Mounts.
         environment: Environment variables, sorted by name.
         duration: Seconds a simulated task runs before it succeeds (None: forever).
+        privileged: Run the container privileged.
+        capabilities: Capabilities to add (canonical names, ``ALL`` for every one).
+        host_network: Use the node's network namespace (no job network, no published ports).
+        host_pid: Use the node's pid namespace.
     """
 
     task: str
@@ -87,6 +93,10 @@ class ContainerSpec:
     volumes: tuple[VolumeSpec, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     duration: float | None = None
+    privileged: bool = False
+    capabilities: tuple[str, ...] = ()
+    host_network: bool = False
+    host_pid: bool = False
 
     @property
     def labels(self) -> dict[str, str]:
@@ -189,6 +199,7 @@ def container_spec(task: Mapping[str, Any]) -> ContainerSpec:
     if not status.get("node") or not status.get("cpuset"):
         raise ValueError(f"task {name}: is not bound (status.node and status.cpuset)")
     command = spec.get("command")
+    context = spec.get("securityContext") or {}
     return ContainerSpec(
         task=name,
         task_uid=str(meta["uid"]),
@@ -212,6 +223,13 @@ def container_spec(task: Mapping[str, Any]) -> ContainerSpec:
             sorted((str(k), str(v)) for k, v in (spec.get("environment") or {}).items())
         ),
         duration=simulated_duration(spec),
+        privileged=bool(context.get("privileged", False)),
+        capabilities=tuple(
+            canonical_capability(str(c))
+            for c in (context.get("capabilities") or {}).get("add") or []
+        ),
+        host_network=bool(context.get("hostNetwork", False)),
+        host_pid=bool(context.get("hostPID", False)),
     )
 
 

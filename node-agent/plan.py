@@ -25,28 +25,21 @@ never started again here. Restarts are the job controller's (it replaces the Tas
 container that vanishes from under a Task that had one is reported Failed (``ContainerLost``)
 rather than silently started a second time.
 
-Refused settings: a Task that would give its container the host fails with reason
-``RefusedSetting`` and a message naming the field, unless the path is listed in the cluster
-policy (``allowed_host_paths``). The Task schema has no privileged, capabilities or host
-network/pid fields, so host binds in ``spec.volumes`` are all there is to check today: binds of
-``/`` and of ``/etc``, ``/proc``, ``/sys``, ``/dev``, ``/boot``, ``/root``, ``/var/lib/docker``
-or anything under them (``/etc/localtime`` too: allow it by policy), the Docker socket by any
-spelling
-(``/var/run/docker.sock``, ``/run/docker.sock``, ``/var//run/../run/docker.sock``, any path
-ending in ``docker.sock``) and the directories holding it (``/run``, ``/var/run``). Paths are
-normalised lexically only; a host symlink that leads to one of these is not seen here (the
-engine adapter must resolve paths on the host if that matters).
+Refused settings: a Task that would give its container the host (see
+:mod:`swarmapply.agent.policy`) fails with reason ``RefusedSetting`` and a message naming the
+field, unless the ClusterPolicies allow it. The check is made before a container is started,
+never against one that already runs.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarmapply.agent.model import ContainerSpec, Observed, container_spec
+from swarmapply.agent.policy import NO_POLICY, Policy, refused_setting
 from swarmapply.api.quantity import QuantityError, format_cpuset, format_memory, parse_cpuset
 from swarmapply.api.store.lifecycle import format_rfc3339, parse_time
 
@@ -73,14 +66,6 @@ RUNTIME_FIELDS = (
     "message",
 )
 
-_HOST_PATHS = frozenset(
-    {"/", "/etc", "/proc", "/sys", "/dev", "/boot", "/root", "/var/lib/docker"}
-    | {"/var/run/docker.sock"}
-)
-# Anything under these too: a writable /etc/cron.d or /etc/sudoers.d is root on the host.
-_HOST_TREES = ("/etc/", "/proc/", "/sys/", "/dev/", "/boot/", "/root/", "/var/lib/docker/")
-_SOCKET_DIRS = frozenset({"/run", "/var/run"})
-_SOCKET_NAME = "docker.sock"
 _ERROR_REASON = re.compile(r"([A-Z][A-Za-z0-9]*):\s*(.+)", re.DOTALL)
 
 
@@ -114,72 +99,13 @@ class NodePlan:
         return not self.has_actions and not self.statuses
 
 
-def normalise_host_path(path: str) -> str:
-    """A host path with repeated slashes, ``.``, ``..`` and trailing slashes resolved lexically.
-
-    Symbolic links are not followed (that needs the host).
-    """
-    return posixpath.normpath(re.sub("/+", "/", path)) if path.startswith("/") else path
-
-
-def host_bind_danger(source: str, allowed_host_paths: Iterable[str] = ()) -> str | None:
-    """Why a bind of the host path ``source`` gives a container the host, or None if it does not.
-
-    Args:
-        source: A volume source: an absolute host path, or a named volume (never dangerous).
-        allowed_host_paths: Host paths the cluster policy allows, matched exactly after the
-            same normalisation.
-
-    Returns:
-        None for a harmless source or an allowed path; else a phrase for the error message
-        (``""`` when the path speaks for itself, or what it is, like ``the Docker socket``).
-    """
-    if not source.startswith("/"):
-        return None
-    path = normalise_host_path(source)
-    if path in {normalise_host_path(p) for p in allowed_host_paths}:
-        return None
-    if posixpath.basename(path) == _SOCKET_NAME:
-        return "the Docker socket"
-    if path in _SOCKET_DIRS:
-        return "it holds the Docker socket"
-    if path in _HOST_PATHS or path.startswith(_HOST_TREES):
-        return ""
-    return None
-
-
-def refused_setting(task: Mapping[str, Any], allowed_host_paths: Iterable[str] = ()) -> str | None:
-    """The first setting of a Task that gives its container the host, as a message; or None.
-
-    The message names the field, e.g. ``spec.volumes[0].source: a bind of /etc gives the
-    container the host; allowed only by cluster policy``.
-    """
-    allowed = frozenset(allowed_host_paths)
-    volumes = (task.get("spec") or {}).get("volumes") or []
-    for index, volume in enumerate(volumes):
-        source = volume.get("source") if isinstance(volume, Mapping) else None
-        if not isinstance(source, str):
-            continue
-        danger = host_bind_danger(source, allowed)
-        if danger is None:
-            continue
-        path = normalise_host_path(source)
-        notes = [n for n in ((path if path != source else ""), danger) if n]
-        what = f"{source} ({'; '.join(notes)})" if notes else source
-        return (
-            f"spec.volumes[{index}].source: a bind of {what} gives the container the host; "
-            "allowed only by cluster policy"
-        )
-    return None
-
-
 def plan_node(
     node: str,
     tasks: Sequence[Object],
     observed: Sequence[Observed],
     *,
     now: str,
-    allowed_host_paths: frozenset[str] = frozenset(),
+    policy: Policy = NO_POLICY,
 ) -> NodePlan:
     """What to start, remove and resize on ``node``, and which Task statuses change.
 
@@ -189,7 +115,7 @@ def plan_node(
             bound elsewhere may be included (they make removal messages more precise).
         observed: Every managed container the driver sees on this node.
         now: The current time (RFC 3339), for times the engine did not report.
-        allowed_host_paths: Host paths the cluster policy allows tasks to bind.
+        policy: What the ClusterPolicies allow tasks to do to the node.
 
     Returns:
         The plan (see :class:`NodePlan` and the module docstring for the rules).
@@ -246,7 +172,7 @@ def plan_node(
             continue
         if not status.get("cpuset"):
             continue  # bound only in part; the scheduler writes node and cpuset together
-        new = _plan_task(task, container, node, now, allowed_host_paths, start, update)
+        new = _plan_task(task, container, node, now, policy, start, update)
         if new is not None and new != status:
             statuses[name] = new
 
@@ -258,7 +184,7 @@ def _plan_task(
     container: Observed | None,
     node: str,
     now: str,
-    allowed: frozenset[str],
+    policy: Policy,
     start: list[ContainerSpec],
     update: list[tuple[str, str, int]],
 ) -> Object | None:
@@ -274,7 +200,7 @@ def _plan_task(
                 f"container {lost} of task {name} is gone from node {node}; it is not "
                 "started again here",
             )
-        refused = refused_setting(task, allowed)
+        refused = refused_setting(task, policy)
         if refused is not None:
             return _failed(status, "RefusedSetting", f"task {name}: {refused}")
         try:
@@ -441,8 +367,5 @@ __all__ = [
     "RUNTIME_FIELDS",
     "STARTED",
     "NodePlan",
-    "host_bind_danger",
-    "normalise_host_path",
     "plan_node",
-    "refused_setting",
 ]

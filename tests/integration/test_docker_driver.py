@@ -7,6 +7,7 @@ removed by the fixtures, also when the test fails.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -318,6 +319,23 @@ def test_missing_image_and_failed_pull_are_refused(
         pulling.start(unreachable)
     assert failed.value.reason == "ImagePullFailed" and unreachable.image in str(failed.value)
     assert driver.containers() == []
+
+
+@pytest.mark.docker
+def test_a_container_that_cannot_start_is_refused_not_an_engine_outage(
+    driver: DockerDriver, make_spec: Callable[..., ContainerSpec]
+) -> None:
+    spec = make_spec(command=None)
+    spec = dataclasses.replace(spec, command=("/no/such/program",))
+    with pytest.raises(TaskRefused) as refused:
+        driver.start(spec)
+    assert refused.value.reason == "StartError"
+    assert "/no/such/program" in str(refused.value) and "exit code 127" in str(refused.value)
+    [seen] = [o for o in driver.containers() if o.task_uid == spec.task_uid]
+    assert seen.state == "created" and seen.error is not None
+    with pytest.raises(TaskRefused):  # the same answer when asked again, no second container
+        driver.start(spec)
+    assert len([o for o in driver.containers() if o.task_uid == spec.task_uid]) == 1
 
 
 @pytest.mark.docker

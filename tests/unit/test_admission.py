@@ -190,7 +190,7 @@ spec:
         "one.yaml: document 1: spec.ttlSecondsAfterFinished: expected an integer >= 0, got -1",
         'two.yaml: document 1: apiVersion: expected "swarmapply.io/v1", got null',
         'two.yaml: document 1: kind: unknown kind "Widget"; expected one of Job, Task, Node,'
-        " Migration, Checkpoint, Event, Lease",
+        " Migration, Checkpoint, Event, Lease, ClusterPolicy",
     ]
 
 

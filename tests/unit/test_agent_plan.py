@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 
 from swarmapply.agent.driver import TaskRefused
 from swarmapply.agent.model import Observed, container_spec
-from swarmapply.agent.plan import (
-    NodePlan,
-    host_bind_danger,
-    normalise_host_path,
-    plan_node,
-    refused_setting,
-)
+from swarmapply.agent.plan import NodePlan, plan_node
+from swarmapply.agent.policy import Policy
 from swarmapply.agent.sim import SimCluster
 
 NOW = "2024-05-01T12:00:00Z"
@@ -375,79 +370,23 @@ def test_duplicate_containers_of_one_task_keep_one(
 # -- refusing --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("source", "refused"),
-    [
-        ("/", True),
-        ("/etc", True),
-        ("/etc/", True),
-        ("//etc", True),
-        ("/tmp/../etc", True),
-        ("/proc", True),
-        ("/proc/1/root", True),
-        ("/sys/fs/cgroup", True),
-        ("/var/run/docker.sock", True),
-        ("/run/docker.sock", True),
-        ("/var//run/./docker.sock", True),
-        ("/srv/docker.sock", True),
-        ("/var/run", True),
-        ("/run", True),
-        ("/etc/localtime", True),  # allowed only through the cluster policy
-        ("/etc/cron.d", True),
-        ("/dev/sda", True),
-        ("/root/.ssh", True),
-        ("/var/lib/docker/volumes", True),
-        ("/boot", True),
-        ("/data", False),
-        ("/proceed", False),
-        ("/system", False),
-        ("data", False),
-        ("docker.sock", False),
-    ],
-)
-def test_host_binds_that_give_away_the_host_are_refused(source: str, refused: bool) -> None:
-    assert (host_bind_danger(source) is not None) is refused
-    t = task(
-        spec={"volumes": [{"source": "cache", "target": "/c"}, {"source": source, "target": "/x"}]}
-    )
+def test_a_refused_setting_fails_the_task_and_starts_nothing() -> None:
+    t = task(spec={"securityContext": {"privileged": True}})
     result = plan([t], [])
-    if refused:
-        assert result.start == ()
-        status = result.statuses["web-a"]
-        assert status["phase"] == "Failed" and status["reason"] == "RefusedSetting"
-        assert status["message"].startswith(
-            f"task web-a: spec.volumes[1].source: a bind of {source}"
-        )
-        assert status["message"].endswith("allowed only by cluster policy")
-    else:
-        assert len(result.start) == 1 and result.statuses == {}
+    assert result.start == ()
+    status = result.statuses["web-a"]
+    assert status["phase"] == "Failed" and status["reason"] == "RefusedSetting"
+    assert status["message"].startswith("task web-a: spec.securityContext.privileged: ")
+    allowed = plan([t], [], policy=Policy(privileged=True))
+    assert len(allowed.start) == 1 and allowed.statuses == {}
 
 
-def test_the_refusal_names_the_field_plainly() -> None:
-    t = task(spec={"volumes": [{"source": "/etc", "target": "/host-etc"}]})
-    assert refused_setting(t) == (
-        "spec.volumes[0].source: a bind of /etc gives the container the host; "
-        "allowed only by cluster policy"
-    )
-    sock = task(spec={"volumes": [{"source": "/var//run/docker.sock", "target": "/s"}]})
-    assert refused_setting(sock) == (
-        "spec.volumes[0].source: a bind of /var//run/docker.sock (/var/run/docker.sock; "
-        "the Docker socket) gives the container the host; allowed only by cluster policy"
-    )
-
-
-def test_cluster_policy_allows_listed_host_paths() -> None:
-    t = task(spec={"volumes": [{"source": "/var/run/docker.sock/", "target": "/s"}]})
-    allowed = frozenset({"/var/run/docker.sock"})
-    result = plan([t], [], allowed_host_paths=allowed)
-    assert len(result.start) == 1 and result.statuses == {}
-    other = task(spec={"volumes": [{"source": "/run/docker.sock", "target": "/s"}]})
-    assert plan([other], [], allowed_host_paths=allowed).statuses["web-a"]["phase"] == "Failed"
-
-
-def test_host_paths_are_normalised_lexically() -> None:
-    assert normalise_host_path("//var/./run/../run//docker.sock/") == "/var/run/docker.sock"
-    assert normalise_host_path("named-volume") == "named-volume"
+def test_a_running_container_is_not_refused_when_the_policy_goes() -> None:
+    t = task(spec={"securityContext": {"hostPID": True}}, phase="Running", containerID="c1")
+    running = Observed("c1", "web-a", "u-a", "running", cpuset="0-1", memory=64 * MI)
+    result = plan([t], [running])
+    assert result.remove == () and result.start == ()
+    assert result.statuses.get("web-a", {"phase": "Running"})["phase"] == "Running"
 
 
 # -- idempotence -----------------------------------------------------------------------------

@@ -137,6 +137,12 @@ STORED: dict[str, dict[str, Any]] = {
                     "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "tcp"}],
                     "volumes": [{"source": "/data", "target": "/data", "readOnly": True}],
                     "environment": {"A": "1"},
+                    "securityContext": {
+                        "privileged": False,
+                        "capabilities": {"add": ["NET_ADMIN", "cap_sys_ptrace"]},
+                        "hostNetwork": False,
+                        "hostPID": False,
+                    },
                 }
             ],
             "network": {"name": "demo", "driver": "overlay", "subnet": "10.1.0.0/24"},
@@ -236,6 +242,15 @@ STORED: dict[str, dict[str, Any]] = {
             "count": 3,
             "firstTimestamp": TS,
             "lastTimestamp": "2024-05-01T12:05:00.123+02:00",
+        }
+    },
+    "ClusterPolicy": {
+        "spec": {
+            "allowPrivileged": True,
+            "allowedCapabilities": ["NET_ADMIN", "ALL"],
+            "allowHostNetwork": False,
+            "allowHostPID": True,
+            "allowedHostPaths": [{"path": "/etc/localtime", "readOnly": True}, {"path": "/dev"}],
         }
     },
     "Lease": {
@@ -406,6 +421,8 @@ def test_describe_field_and_field_doc() -> None:
         ("cp", "Checkpoint"),
         ("checkpoints", "Checkpoint"),
         ("lease", "Lease"),
+        ("cpol", "ClusterPolicy"),
+        ("ClusterPolicies", "ClusterPolicy"),
         ("tasks", "Task"),
     ],
 )
