@@ -13,10 +13,11 @@ every one succeeded, 1 otherwise.
 What it guarantees: the controllers run under leader election, so a second ``up`` (or
 ``controllers``) on the same store is harmless: only one instance of each controller is active.
 The same holds for the agent: when a live agent elsewhere already holds the heartbeat Lease of
-a node this process would run, no local agent is started (with a notice), so a second ``up``
-only applies and follows. Every shutdown (jobs done, SIGINT or SIGTERM) is clean: the
-controllers finish their current work, the agent stops, and the controller and node Leases
-are released so that another process takes over at once. A second signal exits at once.
+a node this process would run, the local agent stands by (with a notice), so a second ``up``
+only applies and follows, and takes the node over if the other agent stops. Every shutdown
+(jobs done, SIGINT or SIGTERM) is clean: the controllers finish their current work, the agent
+stops, and the controller and node Leases are released so that another process takes over at
+once. A second signal exits at once.
 
 What it does not do: remove finished containers or networks (the pruner's job), or stop
 containers that still run when it is stopped (the next agent adopts them).
@@ -36,13 +37,13 @@ from typing import Any
 from swarmapply.agent.agent import lease_name as node_lease_name
 from swarmapply.agent.group import AgentGroup
 from swarmapply.api.admission import AdmittedObject
-from swarmapply.api.store import Conflict, Gone, NotFound, Object, Store, redact_url
+from swarmapply.api.store import Gone, NotFound, Object, Store, redact_url
 from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.cli import agent as agent_command
 from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, apply_all
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
-from swarmapply.controllers.lease import lease_record, released_lease, timestamp_now
+from swarmapply.controllers.lease import lease_record
 from swarmapply.controllers.manager import ControllerManager, known_controllers
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.errors import PermanentError
@@ -402,7 +403,11 @@ def follow_jobs(
 
 
 def _busy_nodes(store: Store, group: AgentGroup) -> list[tuple[str, str]]:
-    """The nodes of ``group`` whose heartbeat Lease a live agent elsewhere holds."""
+    """The nodes of ``group`` whose heartbeat Lease a live agent elsewhere seems to hold.
+
+    For the notice only (the wall clocks of two machines compared): the agents themselves
+    judge the Lease on their own clock and stand by while it is held.
+    """
     now = datetime.now(timezone.utc)
     busy = []
     for agent in group.agents:
@@ -418,30 +423,12 @@ def _busy_nodes(store: Store, group: AgentGroup) -> list[tuple[str, str]]:
     return busy
 
 
-def release_node_leases(store: Store, group: AgentGroup) -> None:
-    """Releases the heartbeat Leases the group's agents hold, so another agent starts at once."""
-    for agent in group.agents:
-        if agent.name is None:
-            continue
-        name = node_lease_name(agent.name)
-        try:
-            lease = store.get("Lease", name)
-            if lease_record(lease).holder == agent.identity:
-                store.update(released_lease(lease, timestamp_now()))
-                log.info("lease %s: released by %s", name, agent.identity)
-        except (NotFound, Conflict) as exc:  # gone, or taken over meanwhile: not ours to release
-            log.info("lease %s: not released: %s", name, exc)
-        except Exception:
-            log.exception("lease %s: could not be released", name)
-
-
 @dataclass
 class _Cluster:
-    """The threads of one ``up``: the controllers and (unless another runs it) the agent."""
+    """The threads of one ``up``: the controllers and the agent."""
 
     stop: threading.Event
     threads: list[threading.Thread] = field(default_factory=list)
-    group: AgentGroup | None = None
     failed: bool = False
 
     def start(self, name: str, target: Callable[[threading.Event], None]) -> None:
@@ -457,14 +444,13 @@ class _Cluster:
         thread.start()
         self.threads.append(thread)
 
-    def shutdown(self, store: Store) -> None:
-        """Stops everything and waits; the main thread stays free to take a second signal."""
+    def shutdown(self) -> None:
+        """Stops everything and waits (the agent and the controllers release their Leases);
+        the main thread stays free to take a second signal."""
         self.stop.set()
         for thread in self.threads:
             while thread.is_alive():
                 thread.join(0.2)
-        if self.group is not None:
-            release_node_leases(store, self.group)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw: Any) -> None:
@@ -562,10 +548,11 @@ def _serve(
         busy = _busy_nodes(store, group)
         if busy:
             held = ", ".join(f"{node} by {holder}" for node, holder in busy)
-            ctx.err(f"notice: no local agent: its nodes are run by another agent ({held})")
-        else:
-            cluster.group = group
-            cluster.start("agent", group.run)
+            ctx.err(
+                f"notice: the local agent stands by: its nodes are run by another agent ({held});"
+                " it takes over if that one stops"
+            )
+        cluster.start("agent", group.run)
         for line in apply_all(store, admitted, dry_run=False):
             ctx.out(line)
         if not options.until_done:
@@ -582,7 +569,7 @@ def _serve(
             return 1
         return 0 if progress.succeeded else 1
     finally:
-        cluster.shutdown(store)
+        cluster.shutdown()
         log.info("up: stopped")
 
 
@@ -602,6 +589,5 @@ __all__ = [
     "held_by_other",
     "probe_docker",
     "register",
-    "release_node_leases",
     "run",
 ]

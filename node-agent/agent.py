@@ -27,6 +27,13 @@ that conflicts is planned again in the next round; only the agent's own status f
 Nodes are written (never ``allocated``). Events are recorded on a Task when it starts, fails or
 is refused, not on every round.
 
+One agent per node: the node's Lease says which. An agent takes it when it is free, released
+or expired (judged on its own monotonic clock, ``heartbeat`` x 4 seconds after it last saw the
+Lease change) and otherwise stands by, writing and running nothing, so a second agent started
+for a node that another runs (by mistake, or a second ``swarmapply up``) does no harm and
+takes over when that one stops. A clean stop releases the Lease; after a SIGKILL the next
+agent waits for the Lease to expire before it runs the node (its containers keep running).
+
 Not done here: marking nodes NotReady on missed heartbeats (the node lifecycle controller),
 restarting failed tasks (the job controller), creating networks (the deployer), joining the
 Swarm (``swarmapply agent --join``, through :mod:`swarmapply.agent.join`).
@@ -53,10 +60,14 @@ from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Store
 from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.events import record_event
 from swarmapply.controllers.lease import (
+    Observation,
     acquired_lease,
     default_identity,
+    is_free,
     lease_duration_seconds,
     lease_record,
+    observe,
+    released_lease,
     renewed_lease,
     timestamp_now,
 )
@@ -131,6 +142,9 @@ class NodeAgent:
         self._engine_error: str | None = None
         self._node: Object | None = None
         self._lease: Object | None = None
+        self._holds = False
+        self._standing_by = ""
+        self._seen: Observation | None = None
         self._next_report = 0.0
         self._next_heartbeat = 0.0
         self._next_resync = 0.0
@@ -156,6 +170,8 @@ class NodeAgent:
         """The clock time at which this agent next has something to do unprompted."""
         if self.name is None:
             return self._next_report
+        if not self._holds:
+            return min(self._next_report, self._next_heartbeat)
         wake = self._retry_at if self._failures else self._next_resync
         return min(self._next_report, self._next_heartbeat, wake)
 
@@ -178,7 +194,10 @@ class NodeAgent:
     # -- registration and heartbeat ------------------------------------------------------------
 
     def report(self, *, force: bool = False) -> None:
-        """Register the Node, or heartbeat it, when due (or ``force``): Node status and Lease.
+        """Hold the node's Lease and heartbeat it, then register or update the Node, when due.
+
+        While another live agent holds the Lease this one stands by: it writes nothing and
+        runs nothing, and checks again every heartbeat.
 
         Raises:
             StoreError: The store failed (the caller logs and retries).
@@ -194,10 +213,11 @@ class NodeAgent:
             return
         self._next_report = now + self.heartbeat
         try:
-            self._write_node(heartbeat=heartbeat_due)
             if heartbeat_due:
-                self._renew_lease()
+                self._hold_lease()
                 self._next_heartbeat = now + self.heartbeat
+            if self._holds:
+                self._write_node(heartbeat=heartbeat_due)
         except Exception:
             retry = now + min(self.heartbeat, 1.0)  # the store failed: try again soon
             self._next_report = retry
@@ -267,12 +287,17 @@ class NodeAgent:
         except AlreadyExists:
             return self.store.get("Node", self.name)
 
-    def _renew_lease(self) -> None:
+    def _hold_lease(self) -> None:
+        """Renew the node's Lease, take it when free or expired, or stand by (compare-and-swap).
+
+        Expiry is judged on this process's monotonic clock from when the Lease was last seen
+        to change, never by comparing another machine's timestamps (as in leader election).
+        """
         assert self.name is not None
         name = lease_name(self.name)
         duration = lease_duration_seconds(self.heartbeat * LEASE_PERIODS)
         for _ in range(_WRITE_ATTEMPTS):
-            current = self._lease
+            current = self._lease if self._holds else None
             if current is None:
                 try:
                     current = self.store.get("Lease", name)
@@ -280,20 +305,62 @@ class NodeAgent:
                     lease = acquired_lease(None, name, self.identity, duration, timestamp_now())
                     try:
                         self._lease = self.store.create(lease)
-                        return
                     except AlreadyExists:
                         continue
+                    self._set_holds(True)
+                    return
+            now = self.clock()
+            self._seen = observe(self._seen, current, now)
             record = lease_record(current)
+            if not is_free(self._seen, self.identity, now):
+                self._lease = None
+                self._set_holds(False, record.holder)
+                return
             if record.holder == self.identity and record.duration_seconds == duration:
                 lease = renewed_lease(current, timestamp_now())
             else:
                 lease = acquired_lease(current, name, self.identity, duration, timestamp_now())
             try:
                 self._lease = self.store.update(lease)
-                return
             except (Conflict, NotFound):
                 self._lease = None
+                self._holds = False  # read it again: someone else may have taken it
+                continue
+            self._set_holds(True)
+            return
         raise Conflict("Lease", name, "", "changing too fast")
+
+    def _set_holds(self, holds: bool, holder: str = "") -> None:
+        if holds and not self._holds:
+            log.info("node %s: run by this agent (%s)", self.name, self.identity)
+            self._next_resync = 0.0  # compare everything at once
+        elif not holds and holder != self._standing_by:
+            log.warning(
+                "node %s: another agent (%s) runs it; this one stands by until that agent's "
+                "Lease is released or expires",
+                self.name, holder,
+            )  # fmt: skip
+        self._holds = holds
+        self._standing_by = "" if holds else holder
+
+    @property
+    def holds_node(self) -> bool:
+        """Whether this agent holds its node's Lease (only then it writes and runs anything)."""
+        return self._holds
+
+    def release(self) -> None:
+        """Give the node's Lease up (on a clean stop), so another agent takes over at once."""
+        lease, self._holds, self._lease = self._lease, False, None
+        if lease is None:
+            return
+        name = lease["metadata"]["name"]
+        try:
+            self.store.update(released_lease(lease, timestamp_now()))
+            log.info("lease %s: released by %s", name, self.identity)
+        except (NotFound, Conflict) as exc:  # gone, or taken over meanwhile: not ours
+            log.info("lease %s: not released: %s", name, exc)
+        except Exception:
+            log.exception("lease %s: could not be released", name)
 
     # -- reconciliation ----------------------------------------------------------------------
 

@@ -96,6 +96,8 @@ class AgentGroup:
             dirty, self._dirty = self._dirty, set()
         names: list[str] = []
         for name, agent in self._by_name.items():
+            if not agent.holds_node:
+                continue  # another agent runs it; a full resync follows when this one takes over
             wanted = name in dirty or agent.resync_due(now)
             if wanted and agent.in_backoff(now):
                 with self._lock:
@@ -144,7 +146,8 @@ class AgentGroup:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Run every agent until ``stop`` is set; returns after the helper threads ended."""
+        """Run every agent until ``stop`` is set; returns after the helper threads ended and
+        the node Leases were released."""
         threads = [
             threading.Thread(target=self._watch, args=(stop,), name="agent-watch", daemon=True)
         ]
@@ -172,6 +175,8 @@ class AgentGroup:
             stop.set()
             for thread in threads:
                 thread.join(self.watch_timeout + 2.0)
+            for agent in self.agents:
+                agent.release()
 
     def _event_sources(
         self,

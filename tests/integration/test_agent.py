@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from swarmapply.agent.model import NODE_NAME, ContainerSpec, NodeInfo, Observed
 from swarmapply.agent.sim import SimCluster, SimDriver
 from swarmapply.api.store import NotFound, Store
 from swarmapply.cli.main import main
+from swarmapply.controllers.lease import acquired_lease, timestamp_now
 from swarmapply.controllers.scheduler import Scheduler
 
 from .helpers import in_thread, wait_for
@@ -314,6 +315,53 @@ def _ready(store: Store, node: str) -> str | None:
         return ready(store.get("Node", node))
     except NotFound:
         return None
+
+
+def _holder(store: Store, node: str) -> str | None:
+    lease = _lease(store, node)
+    return None if lease is None else str(lease["spec"].get("holderIdentity", ""))
+
+
+@SQLITE_ONLY
+def test_a_second_agent_of_a_node_stands_by_and_takes_over_when_the_first_stops(
+    store: Store,
+) -> None:
+    first_engine, second_engine = SimCluster(poll=0.05), SimCluster(poll=0.05)
+    first = sim_group(store, first_engine, ["sim-0"], heartbeat=0.2, identity="first")
+    second = sim_group(store, second_engine, ["sim-0"], heartbeat=0.2, identity="second")
+    with ExitStack() as later, ExitStack() as earlier:
+        earlier.enter_context(running(first))
+        wait_for(lambda: _holder(store, "sim-0") == "first", what="the first agent's Lease")
+        later.enter_context(running(second))
+        bound_task(store, "once", "sim-0", "0", ["sleep", "60"])
+        wait_for(lambda: phase(store, "once") == "Running", what="Running")
+        time.sleep(0.6)  # three heartbeats of the agent that stands by
+        assert _holder(store, "sim-0") == "first"
+        assert len(first_engine.node("sim-0").containers()) == 1
+        assert second_engine.node("sim-0").containers() == [], "the standby ran nothing"
+        earlier.close()  # a clean stop releases the Lease: the other takes over at once
+        wait_for(lambda: _holder(store, "sim-0") == "second", 3, "the takeover")
+        # Another engine: the task's container is not there, which it reports.
+        wait_for(lambda: phase(store, "once") == "Failed", 5, "ContainerLost")
+        assert store.get("Task", "once")["status"]["reason"] == "ContainerLost"
+
+
+@SQLITE_ONLY
+def test_an_agent_waits_for_a_crashed_holders_lease_to_expire(store: Store) -> None:
+    ghost = acquired_lease(None, lease_name("sim-0"), "ghost", 1, timestamp_now())
+    store.create(ghost)
+    cluster = SimCluster(poll=0.05)
+    group = sim_group(store, cluster, ["sim-0"], heartbeat=0.2, identity="next")
+    started = time.monotonic()
+    with running(group):
+        time.sleep(0.5)
+        assert _holder(store, "sim-0") == "ghost"
+        with pytest.raises(NotFound):
+            store.get("Node", "sim-0")  # nothing written while it stands by
+        wait_for(lambda: _holder(store, "sim-0") == "next", 5, "the takeover after expiry")
+        assert time.monotonic() - started >= 1.0
+        wait_for(lambda: ready(store.get("Node", "sim-0")) == "True", what="Ready")
+    assert _holder(store, "sim-0") == "", "released on a clean stop"
 
 
 @SQLITE_ONLY

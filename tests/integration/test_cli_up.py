@@ -281,7 +281,8 @@ def test_a_second_up_on_the_same_store_only_applies_and_follows(
         )
         assert code == 0, err
         assert seconds < 15
-        assert "notice: no local agent: its nodes are run by another agent (sim-0 by " in err
+        notice = "notice: the local agent stands by: its nodes are run by another agent (sim-0 by "
+        assert notice in err
         assert out.splitlines()[-1].endswith("-> Succeeded")
         assert holders(store) == before  # the serving process still leads and runs the node
         assert serving.alive()
