@@ -30,6 +30,9 @@ job). Each reconcile of a Job:
    image (the agent then fails the task with its own reason); with pulling off a missing image
    is a Warning Event ``ImageMissing``. Images on other nodes are their agents' business.
 
+Jobs that need none of this are skipped: finished ones, and those that run on hollow (``sim``)
+nodes only (see :func:`needs_engine`), so a cluster of sim agents needs no Docker Engine.
+
 Readiness is signalled by the network's existence, not by a status field: the Job's status
 belongs to the job controller and the Tasks' to the scheduler and the agents, so the deployer
 writes only Events (and the join Lease). An agent that finds no network yet retries
@@ -58,6 +61,7 @@ from typing import Any
 from swarmapply.agent.model import JOB_NAME, MANAGED_BY, MANAGER
 from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Object, Store
 from swarmapply.controllers.events import record_event
+from swarmapply.controllers.job_tasks import FINISHED
 from swarmapply.controllers.runtime import Controller, SecondaryKind, owner_keys
 from swarmapply.controllers.settings import ControllerSettings, DeployerSettings
 from swarmapply.controllers.swarm import (
@@ -86,6 +90,8 @@ MANAGER_ADDR_ANNOTATION = "swarmapply.io/swarm-manager-addr"
 DEFAULT_DRIVER = "overlay"
 FALLBACK_DRIVER = "bridge"
 SCHEDULED = "Scheduled"
+#: The Node ``status.driver`` of hollow nodes, which need no network or image.
+SIM_DRIVER = "sim"
 
 
 # --- pure decisions -----------------------------------------------------------------------
@@ -252,6 +258,25 @@ def engine_nodes(nodes: Iterable[Mapping[str, Any]], facts: SwarmFacts) -> set[s
         if same_id or (same_host and not (swarm_id and facts.node_id)):
             names.add(name)
     return names
+
+
+def needs_engine(
+    job: Mapping[str, Any], tasks: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]
+) -> bool:
+    """Whether a Job needs the Swarm side at all (pure).
+
+    Not when it has finished, nor when its tasks run on hollow nodes only: every bound task on
+    a Node whose ``status.driver`` is ``sim``, or no task bound yet and every registered Node a
+    sim one. A task bound to a Node not (yet) known counts as a real one, and so does a job
+    when no Node is registered at all.
+    """
+    if (job.get("status") or {}).get("phase") in FINISHED:
+        return False
+    drivers = {_name(n): (n.get("status") or {}).get("driver") for n in nodes}
+    bound = [str(node) for t in tasks if (node := (t.get("status") or {}).get("node"))]
+    if bound:
+        return any(drivers.get(node) != SIM_DRIVER for node in bound)
+    return not drivers or any(driver != SIM_DRIVER for driver in drivers.values())
 
 
 def images_to_check(tasks: Iterable[Mapping[str, Any]], nodes: Collection[str]) -> list[str]:
@@ -439,6 +464,9 @@ class Deployer:
         except NotFound:
             return  # nothing to deploy; removing its network is the pruner's job
         if (job.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        tasks = self.store.list("Task", field_selector=f"spec.job={key}").items
+        if not needs_engine(job, tasks, self.store.list("Node").items):
             return
         try:
             facts = self.ensure_swarm()

@@ -31,6 +31,7 @@ from swarmapply.controllers.deployer import (
     images_to_check,
     join_info,
     join_lease,
+    needs_engine,
     read_join_info,
     wanted_network,
 )
@@ -336,6 +337,26 @@ def test_images_to_check_are_those_of_scheduled_tasks_bound_here_once_each() -> 
     assert images_to_check([*tasks, deleting], {"mgr"}) == ["img:1", "other:2"]
 
 
+def _node(name: str, driver: str) -> Object:
+    return {"metadata": {"name": name}, "status": {"driver": driver}}
+
+
+def test_jobs_on_hollow_nodes_only_or_finished_need_no_engine() -> None:
+    job: Object = {"metadata": {"name": "web"}, "status": {"phase": "Running"}}
+    nodes = [_node("sim-0", "sim"), _node("mgr", "docker")]
+    on_sim = task("a", "img:1", node="sim-0")
+    on_mgr = task("b", "img:1", node="mgr")
+    unbound = task("c", "img:1", phase="Pending", node=None)
+    assert not needs_engine(job, [on_sim], nodes)
+    assert needs_engine(job, [on_sim, on_mgr], nodes)
+    assert needs_engine(job, [task("d", "img:1", node="unknown")], nodes)
+    assert needs_engine(job, [unbound], nodes), "a docker node may get it"
+    assert not needs_engine(job, [unbound], nodes[:1]), "only hollow nodes exist"
+    assert needs_engine(job, [unbound], []), "nothing registered yet: assume real"
+    finished = {**job, "status": {"phase": "Succeeded"}}
+    assert not needs_engine(finished, [on_mgr], nodes)
+
+
 @pytest.mark.parametrize(
     ("present", "pull", "action"),
     [(True, True, "none"), (True, False, "none"), (False, True, "pull"), (False, False, "missing")],
@@ -581,6 +602,17 @@ def test_an_unreachable_engine_is_temporary_and_the_swarm_is_checked_again(store
     before = len(engine.called("swarm_facts"))
     deployer.reconcile("web")
     assert len(engine.called("swarm_facts")) == before + 1
+
+
+def test_a_job_on_hollow_nodes_never_touches_the_engine(store: Store) -> None:
+    engine = FakeEngine()
+    engine.unreachable = True  # a cluster of sim agents has no Docker Engine at all
+    store.create(job())
+    created = store.create({"apiVersion": API, "kind": "Node", "metadata": {"name": "sim-0"}})
+    store.update_status({**created, "status": {"driver": "sim"}})
+    add_task(store, task("web-a", "busybox", node="sim-0"))
+    Deployer(store, engine).reconcile("web")
+    assert engine.calls == []
 
 
 def test_a_missing_job_is_left_alone(store: Store) -> None:
