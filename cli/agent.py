@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, 
 from swarmapply.api.store import redact_url
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
+from swarmapply.cli.usage import UsageError, option_seconds
 from swarmapply.errors import PermanentError
 
 EXAMPLES = """examples:
@@ -42,10 +42,6 @@ Exit status: 0 after a clean shutdown, 1 on an error, 2 on bad usage.
 
 DEFAULT_SIM_CORES = 4
 DEFAULT_SIM_MEMORY = "8Gi"
-
-
-class UsageError(ValueError):
-    """An option value that is wrong; the message starts with the option."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +69,6 @@ class AgentOptions:
     cores: int = 0
     memory: int = 0
     join: bool = False
-
-
-def _seconds(option: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{option}: expected a number of seconds > 0, got {text!r}")
-    return value
 
 
 def _count(option: str, text: str | None, default: int) -> int:
@@ -156,8 +142,8 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
     """
     if args.driver not in ("docker", "sim"):
         raise UsageError(f"--driver: expected docker or sim, got {args.driver!r}")
-    heartbeat = _seconds("--heartbeat", args.heartbeat)
-    resync = _seconds("--resync", args.resync)
+    heartbeat = option_seconds("--heartbeat", args.heartbeat, positive=True)
+    resync = option_seconds("--resync", args.resync, positive=True)
     if args.name is not None and not args.name.strip():
         raise UsageError("--name: expected a name, got an empty string")
     reserved: frozenset[int] = frozenset()
@@ -269,4 +255,4 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
     return 0
 
 
-__all__ = ["AgentOptions", "UsageError", "build_group", "check_options", "register", "run"]
+__all__ = ["AgentOptions", "build_group", "check_options", "register", "run"]

@@ -17,13 +17,13 @@ manager (systemd, a Swarm service) for that.
 from __future__ import annotations
 
 import argparse
-import math
 import threading
 from typing import Any
 
 from swarmapply.api.store import redact_url
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
+from swarmapply.cli.usage import UsageError, option_seconds
 from swarmapply.controllers.manager import (
     REGISTRY,
     ControllerManager,
@@ -69,10 +69,6 @@ _OPTION_OF_FIELD = {
 MAX_RENEW_INTERVAL = 1.0
 
 
-class UsageError(ValueError):
-    """An option value that is wrong; the message starts with the option."""
-
-
 def parse_only(text: str | None) -> list[str]:
     """Parses ``--only``: a comma-separated list of controller names (pure).
 
@@ -95,15 +91,13 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
     Raises:
         UsageError: A value is invalid; the message names the option.
     """
-    lease = float(args.lease_duration)
-    if not (math.isfinite(lease) and lease > 0):
-        raise UsageError(f"--lease-duration: expected seconds > 0, got {args.lease_duration:g}")
+    lease = option_seconds("--lease-duration", args.lease_duration, positive=True)
     try:
         return ControllerSettings(
             workers=args.workers,
             lease_duration=lease,
             renew_interval=min(MAX_RENEW_INTERVAL, lease / 4),
-            stats_interval=args.stats_interval,
+            stats_interval=option_seconds("--stats-interval", args.stats_interval),
             deployer=DeployerSettings(
                 docker_host=args.docker_host,
                 swarm=not args.no_swarm,
@@ -113,24 +107,18 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
             scheduler=SchedulerSettings(
                 strategy=args.strategy,
                 preemption=args.preemption,
-                batch_window=args.batch_window,
-                starvation_seconds=args.starvation_seconds,
+                batch_window=option_seconds("--batch-window", args.batch_window),
+                starvation_seconds=(
+                    None
+                    if args.starvation_seconds is None
+                    else option_seconds("--starvation-seconds", args.starvation_seconds)
+                ),
             ),
         )
     except ValueError as exc:
         field, _, problem = str(exc).partition(": ")
         option = _OPTION_OF_FIELD.get(field)
         raise UsageError(f"{option}: {problem}" if option and problem else str(exc)) from exc
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
-    return value
 
 
 def _known_names() -> str:
@@ -169,14 +157,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     parser.add_argument(
         "--batch-window",
-        type=_seconds,
         default=SchedulerSettings.batch_window,
         metavar="SECONDS",
         help="gather arrivals this long before a scheduling pass (default 0: at once)",
     )
     parser.add_argument(
         "--starvation-seconds",
-        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="a job waiting this long holds back the jobs behind it (default: never)",
@@ -209,7 +195,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     parser.add_argument(
         "--stats-interval",
-        type=_seconds,
         default=ControllerSettings.stats_interval,
         metavar="SECONDS",
         help="log each controller's counters (reconciles, errors, queue depth, latency) this "
@@ -217,7 +202,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     parser.add_argument(
         "--lease-duration",
-        type=_seconds,
         default=ControllerSettings.lease_duration,
         metavar="SECONDS",
         help="how long after a process dies another takes over; followers round it up to "

@@ -24,6 +24,7 @@ from swarmapply.api.quantity import format_cpuset
 from swarmapply.cli.apply import add_file_arguments
 from swarmapply.cli.context import Context
 from swarmapply.cli.output import align
+from swarmapply.cli.usage import seconds_type
 from swarmapply.controllers.placement_model import STRATEGIES, NodeState
 from swarmapply.controllers.requests import job_request, node_state
 from swarmapply.controllers.simulation import SimJob, SimResult, simulate
@@ -256,7 +257,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     parser.add_argument(
         "--starvation-seconds",
-        type=_seconds,
+        type=seconds_type(),
         default=None,
         metavar="S",
         help="a job that has waited S seconds holds back the jobs after it until it fits",
@@ -267,16 +268,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         help="waiting jobs evict whole running jobs of lower priority (restarted later)",
     )
     parser.set_defaults(handler=run, read_only=True)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: give a number") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r}: must be 0 or more")
-    return value
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

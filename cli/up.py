@@ -43,6 +43,7 @@ from swarmapply.cli import agent as agent_command
 from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, apply_all
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
+from swarmapply.cli.usage import UsageError
 from swarmapply.controllers.lease import lease_record
 from swarmapply.controllers.manager import ControllerManager, known_controllers
 from swarmapply.controllers.settings import ControllerSettings
@@ -73,10 +74,6 @@ ENGINE_CONTROLLERS = frozenset({"deployer"})
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 log = logging.getLogger("swarmapply")
-
-
-class UsageError(ValueError):
-    """An option value that is wrong; the message starts with the option."""
 
 
 class DriverUnavailable(PermanentError):
@@ -146,7 +143,7 @@ def check_options(args: argparse.Namespace) -> UpOptions:
     checked = "docker" if driver == "docker" else "sim"
     try:
         agent_command.check_options(agent_arguments(options, checked))
-    except agent_command.UsageError as exc:
+    except UsageError as exc:
         raise UsageError(_up_option(str(exc))) from exc
     return options
 
@@ -579,7 +576,6 @@ __all__ = [
     "JobProgress",
     "Progress",
     "UpOptions",
-    "UsageError",
     "agent_arguments",
     "check_options",
     "choose_driver",

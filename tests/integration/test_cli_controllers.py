@@ -86,10 +86,19 @@ def test_unknown_controllers_are_a_usage_error(
     ("argv", "message"),
     [
         (["--strategy", "worst-fit"], "error: --strategy: expected one of first-fit, best-fit"),
-        (["--batch-window", "-1"], "error: --batch-window: expected seconds >= 0"),
-        (["--starvation-seconds", "-5"], "error: --starvation-seconds: expected seconds >= 0"),
+        (
+            ["--batch-window", "-1"],
+            "error: --batch-window: expected a number of seconds >= 0, got '-1'",
+        ),
+        (
+            ["--starvation-seconds", "-5"],
+            "error: --starvation-seconds: expected a number of seconds >= 0",
+        ),
         (["--workers", "0"], "error: --workers: expected at least 1"),
-        (["--lease-duration", "0"], "error: --lease-duration: expected seconds > 0"),
+        (
+            ["--lease-duration", "0"],
+            "error: --lease-duration: expected a number of seconds > 0, got '0'",
+        ),
         (["--only", "job,,scheduler"], "error: --only: expected controller names"),
         (["--identity", "two words"], "error: --identity: expected one word"),
     ],

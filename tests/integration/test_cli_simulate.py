@@ -128,7 +128,7 @@ def test_starvation_and_preemption_options(
     with pytest.raises(SystemExit) as exit_info:  # argparse: bad usage
         main([*argv, "--starvation-seconds", "-1"])
     assert exit_info.value.code == 2
-    assert "invalid seconds '-1': must be 0 or more" in capsys.readouterr().err
+    assert "expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

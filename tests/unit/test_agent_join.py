@@ -25,7 +25,8 @@ from swarmapply.agent.join import (
     normal_address,
     wait_and_join,
 )
-from swarmapply.cli.agent import UsageError, check_options, register
+from swarmapply.cli.agent import check_options, register
+from swarmapply.cli.usage import UsageError
 from swarmapply.controllers.deployer import JoinInfo
 from swarmapply.errors import PermanentError, TemporaryError
 
