@@ -373,11 +373,14 @@ def restart_decision(
 
 
 def _how_it_ended(task: Mapping[str, Any]) -> str:
-    """How a finished task ended, for Event messages: ``failed with exit code 1`` and so on."""
+    """How a finished task ended, for messages: ``failed with exit code 137 (OOMKilled)``,
+    ``failed (ImagePullFailed)`` and so on."""
     if task_phase(task) != FAILED:
         return "succeeded (restartPolicy Always)"
-    code = (task.get("status") or {}).get("exitCode")
-    return "failed" if code is None else f"failed with exit code {code}"
+    status = task.get("status") or {}
+    code, reason = status.get("exitCode"), status.get("reason")
+    ended = "failed" if code is None else f"failed with exit code {code}"
+    return f"{ended} ({reason})" if reason and reason != "Error" else ended
 
 
 def _failure_reason(

@@ -208,6 +208,19 @@ def test_failures_on_all_tasks_count_together_and_messages_name_the_task() -> No
     assert "3 failures exceed spec.backoffLimit 2" in message
 
 
+def test_the_failure_message_gives_the_tasks_reason() -> None:
+    job = make_job(("a",), restartPolicy="Never")
+    pulled = live(job, task(job, "a", "Failed", reason="ImagePullFailed"))
+    assert jt.restart_decision(job, pulled).give_up == (
+        "TaskFailed",
+        "task a (Task web-a) failed (ImagePullFailed); restartPolicy is Never",
+    )
+    oom = live(job, task(job, "a", "Failed", exitCode=137, reason="OOMKilled"))
+    assert "failed with exit code 137 (OOMKilled)" in str(jt.restart_decision(job, oom).give_up)
+    plain = live(job, task(job, "a", "Failed", exitCode=1, reason="Error"))
+    assert "failed with exit code 1;" in str(jt.restart_decision(job, plain).give_up)
+
+
 def test_a_finished_job_restarts_nothing() -> None:
     job = make_job(("a",), restartPolicy="Always", status={"phase": "Failed"})
     decision = jt.restart_decision(job, live(job, task(job, "a", "Failed")))
