@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   swarmapply agent --driver docker                     the agent of this machine's engine
   swarmapply agent --driver docker --reserved-cores 0  keep core 0 for the system
   swarmapply agent --driver docker --join              join the store's Swarm first
+  swarmapply agent --driver docker --join --advertise-addr eth1   ... on this interface
   swarmapply agent --driver sim --nodes 100 --cores 16 --memory 64Gi   100 hollow nodes
 
 SIGTERM or Ctrl-C stops it; running containers stay and are adopted by the next agent.
@@ -58,6 +59,8 @@ class AgentOptions:
         cores: Cores per hollow node (sim).
         memory: Memory per hollow node in bytes (sim).
         join: Join the Swarm published in the store before starting (docker).
+        advertise_addr: The address or interface the engine advertises when it joins.
+        pull: Pull images the engine lacks (docker).
     """
 
     driver: str
@@ -69,6 +72,8 @@ class AgentOptions:
     cores: int = 0
     memory: int = 0
     join: bool = False
+    advertise_addr: str | None = None
+    pull: bool = True
 
 
 def _count(option: str, text: str | None, default: int) -> int:
@@ -123,6 +128,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         help="first make the engine join the Swarm whose join token the deployer published "
         "in the store, waiting until it is there (docker only)",
     )
+    parser.add_argument(
+        "--advertise-addr",
+        metavar="ADDR",
+        help="with --join: the address or interface the engine advertises to the Swarm "
+        "(needed when the machine has several; default the engine's choice)",
+    )
+    parser.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not pull images the engine lacks: such tasks fail with ImageMissing (docker)",
+    )
     parser.add_argument("--nodes", metavar="N", help="hollow nodes (sim; default 1)")
     parser.add_argument(
         "--cores", metavar="C", help=f"cores per hollow node (sim; default "
@@ -158,9 +174,19 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
             except QuantityError as exc:
                 raise UsageError(f"--reserved-cores: {exc}") from exc
         join = bool(getattr(args, "join", False))
-        return AgentOptions(args.driver, args.name, heartbeat, resync, reserved, join=join)
+        advertise = getattr(args, "advertise_addr", None)
+        if advertise is not None and not join:
+            raise UsageError("--advertise-addr: only with --join")
+        return AgentOptions(
+            args.driver, args.name, heartbeat, resync, reserved, join=join,
+            advertise_addr=advertise, pull=not getattr(args, "no_pull", False),
+        )  # fmt: skip
     if getattr(args, "join", False):
         raise UsageError("--join: only with --driver docker (hollow nodes join no Swarm)")
+    if getattr(args, "no_pull", False):
+        raise UsageError("--no-pull: only with --driver docker (hollow nodes pull nothing)")
+    if getattr(args, "advertise_addr", None) is not None:
+        raise UsageError("--advertise-addr: only with --driver docker --join")
     if args.reserved_cores is not None:
         raise UsageError("--reserved-cores: only with --driver docker (use --cores for sim)")
     nodes = _count("--nodes", args.nodes, 1)
@@ -192,7 +218,9 @@ def build_group(ctx: Context, args: argparse.Namespace, client: Any = None) -> A
     if options.driver == "docker":
         from swarmapply.agent.docker_driver import DockerDriver
 
-        driver = DockerDriver(client, name=options.name, reserved_cores=options.reserved_cores)
+        driver = DockerDriver(
+            client, name=options.name, reserved_cores=options.reserved_cores, pull=options.pull
+        )
         agent = NodeAgent(store, driver, driver_name="docker", name=options.name, **common)
         return AgentGroup(store, [agent])
     from swarmapply.agent.sim import SimCluster
@@ -239,7 +267,12 @@ def run(args: argparse.Namespace, ctx: Context, stop: threading.Event | None = N
 
             store = ctx.store()
             try:
-                outcome = wait_and_join(connect, lambda: read_join_info(store), stop)
+                outcome = wait_and_join(
+                    connect,
+                    lambda: read_join_info(store),
+                    stop,
+                    advertise_addr=options.advertise_addr,
+                )
             except PermanentError as exc:
                 logger.error("agent: cannot join the Swarm: %s", exc)
                 return 1

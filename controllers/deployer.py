@@ -3,7 +3,8 @@
 One controller on kind Job (its Tasks are a secondary kind, so a task being bound re-runs its
 job). Each reconcile of a Job:
 
-1. **Swarm** (once per leadership term, again after an engine error): with
+1. **Swarm** (at the start of each leadership term, before any Job, and again after an
+   engine error): with
    ``DeployerSettings.swarm`` the engine is made the first manager of a new Swarm when it is in
    none (advertising ``advertise_addr`` when given), and the worker join token and the
    manager's ``host:port`` are published as annotations :data:`JOIN_TOKEN_ANNOTATION` and
@@ -419,6 +420,28 @@ class Deployer:
             self._publish(facts)
         return facts
 
+    def keep_swarm(self, stop: threading.Event, *, retry_max: float = 30.0) -> None:
+        """Make the Swarm and publish its join facts as soon as a term starts, not only when
+        a first Job arrives (agents started with ``--join`` wait for them).
+
+        Retried with exponential backoff (at most ``retry_max`` seconds apart) until done or
+        ``stop`` is set; a failure is logged as a warning when it first appears (again at
+        debug level while it repeats), so an engine that is absent for good does not flood
+        the log.
+        """
+        delay, said = 0.5, ""
+        while not stop.is_set():
+            try:
+                self.ensure_swarm()
+                return
+            except (TemporaryError, PermanentError) as exc:
+                level = logging.DEBUG if str(exc) == said else logging.WARNING
+                log.log(level, "%s: the Swarm is not ready: %s; trying again in %.1fs",
+                        self.name, exc, delay)  # fmt: skip
+                said = str(exc)
+            stop.wait(delay)
+            delay = min(retry_max, delay * 2)
+
     def forget_swarm(self) -> None:
         """Read the engine's Swarm facts again at the next reconcile."""
         with self._swarm_lock:
@@ -531,19 +554,42 @@ class Deployer:
         record_event(self.store, obj, reason, message, component=self.name, type_=type_)
 
 
+class DeployerController(Controller):
+    """The deployer's controller: on Jobs and their Tasks, and (with ``swarm`` on) a thread
+    that makes the Swarm at the start of each term (:meth:`Deployer.keep_swarm`)."""
+
+    def __init__(self, deployer: Deployer, settings: ControllerSettings) -> None:
+        super().__init__(
+            COMPONENT,
+            deployer.store,
+            "Job",
+            deployer.reconcile,
+            secondaries=[SecondaryKind("Task", owner_keys("Job"))],
+            workers=settings.workers,
+            resync=settings.resync,
+        )
+        self.deployer = deployer
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the Swarm keeper and the controller until ``stop`` is set."""
+        keeper = None
+        if self.deployer.settings.swarm:
+            keeper = threading.Thread(
+                target=self.deployer.keep_swarm, args=(stop,), name=f"{self.name}-swarm",
+                daemon=True,
+            )  # fmt: skip
+            keeper.start()
+        try:
+            super().run(stop)
+        finally:
+            if keeper is not None:
+                keeper.join(5.0)
+
+
 def build(store: Store, settings: ControllerSettings) -> Controller:
-    """The deployer as ``swarmapply controllers`` runs it: a controller on Jobs and their Tasks."""
+    """The deployer as ``swarmapply controllers`` runs it (see :class:`DeployerController`)."""
     engine = DockerEngine(settings.deployer.docker_host)
-    deployer = Deployer(store, engine, settings.deployer)
-    return Controller(
-        COMPONENT,
-        store,
-        "Job",
-        deployer.reconcile,
-        secondaries=[SecondaryKind("Task", owner_keys("Job"))],
-        workers=settings.workers,
-        resync=settings.resync,
-    )
+    return DeployerController(Deployer(store, engine, settings.deployer), settings)
 
 
 __all__ = [
@@ -552,6 +598,7 @@ __all__ = [
     "JOIN_TOKEN_ANNOTATION",
     "MANAGER_ADDR_ANNOTATION",
     "Deployer",
+    "DeployerController",
     "JoinInfo",
     "NetworkDecision",
     "NetworkWanted",

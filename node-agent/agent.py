@@ -509,7 +509,7 @@ class NodeAgent:
             reason = str(new.get("reason") or "Error")
             message = f"{reason}: {new.get('message') or ''}".rstrip(": ")
             log.warning("node %s: task %s failed: %s", self.name, name, message)
-            refused = reason in REFUSED_REASONS or not new.get("containerID")
+            refused = reason in REFUSED_REASONS  # never run: it asked for what it may not have
             self._event(task, "Refused" if refused else "Failed", message, "Warning")
         elif phase is not None:
             log.info("node %s: task %s %s", self.name, name, phase)

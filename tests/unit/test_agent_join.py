@@ -266,3 +266,15 @@ def test_join_option_docker_only() -> None:
     assert check_options(parse()).join is False
     with pytest.raises(UsageError, match="--join: only with --driver docker"):
         check_options(parse("--driver", "sim", "--join"))
+
+
+def test_advertise_addr_goes_with_join_and_no_pull_with_docker() -> None:
+    options = check_options(parse("--join", "--advertise-addr", "eth1"))
+    assert (options.join, options.advertise_addr, options.pull) == (True, "eth1", True)
+    assert check_options(parse("--no-pull")).pull is False
+    with pytest.raises(UsageError, match="--advertise-addr: only with --join"):
+        check_options(parse("--advertise-addr", "eth1"))
+    with pytest.raises(UsageError, match="--advertise-addr: only with --driver docker --join"):
+        check_options(parse("--driver", "sim", "--advertise-addr", "eth1"))
+    with pytest.raises(UsageError, match="--no-pull: only with --driver docker"):
+        check_options(parse("--driver", "sim", "--no-pull"))

@@ -7,6 +7,8 @@ and records every call, so these tests say exactly what the deployer asks of the
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -459,6 +461,27 @@ def test_an_engine_in_no_swarm_is_initialised_and_its_join_facts_published(
     assert TOKEN not in caplog.text
     assert "published the Swarm's worker join facts" in caplog.text
     assert all(TOKEN not in e["message"] for e in events(store))
+
+
+def test_the_swarm_is_made_and_published_without_waiting_for_a_job(store: Store) -> None:
+    engine = FakeEngine(SwarmFacts(hostname="mgr"))
+    engine.unreachable = True
+    deployer = Deployer(store, engine, DeployerSettings(advertise_addr="127.0.0.1"))
+    stop = threading.Event()
+    keeper = threading.Thread(target=deployer.keep_swarm, args=(stop,), kwargs={"retry_max": 0.05})
+    keeper.start()
+    try:
+        time.sleep(0.2)
+        assert read_join_info(store) is None  # the engine does not answer yet: retried
+        engine.unreachable = False
+        keeper.join(5)
+        assert not keeper.is_alive(), "done once the Swarm is published"
+    finally:
+        stop.set()
+        keeper.join(5)
+    assert engine.called("init_swarm") == ["127.0.0.1"]
+    assert read_join_info(store) == JoinInfo(TOKEN, "127.0.0.1:2377")
+    assert store.list("Job").items == []
 
 
 def test_a_published_lease_is_not_rewritten(store: Store) -> None:
