@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from swarmapply.api.store import AlreadyExists, NotFound, Object, Store
+from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Object, Store
 from swarmapply.controllers import job_status as js
 from swarmapply.controllers import job_tasks as jt
 from swarmapply.controllers.events import record_event
@@ -170,14 +170,23 @@ class JobController:
             plan.delete = [t for t in plan.delete if jt.name_of(t) not in kept]
         return created, conflicts
 
-    def _delete_task(self, task: Object, why: str) -> None:
+    def _delete_task(self, task: Object, why: str, *, unchanged: bool = False) -> bool:
+        """Delete a Task; with ``unchanged``, only if it is still as read (compare-and-swap).
+
+        Returns whether it was deleted now.
+        """
         name = jt.name_of(task)
+        version = (task.get("metadata") or {}).get("resourceVersion") if unchanged else None
         try:
-            self.store.delete("Task", name)
+            self.store.delete("Task", name, resource_version=version)
         except NotFound:
             log.debug("Task %s was already gone", name)
-            return
+            return False
+        except Conflict:  # it changed (it may have finished): its change re-runs this job
+            log.debug("Task %s changed since it was read; not deleted", name)
+            return False
         log.info("deleted Task %s: %s", name, why)
+        return True
 
     def _stop_remaining(self, job: Object, tasks: list[Object]) -> None:
         """A failed job gives back its cores: its tasks still live are deleted (as Kubernetes
@@ -188,10 +197,11 @@ class JobController:
             if jt.task_phase(t) not in jt.FINISHED and not jt.is_terminating(t)
             and jt.is_owned_by(t, job)
         ]  # fmt: skip
-        for task in live:
-            self._delete_task(task, f"its Job {jt.name_of(job)} failed")
-        if live:
-            names = ", ".join(jt.name_of(t) for t in live)
+        why = f"its Job {jt.name_of(job)} failed"
+        # Only if unchanged: a task that finished meanwhile keeps its status and logs.
+        stopped = [t for t in live if self._delete_task(t, why, unchanged=True)]
+        if stopped:
+            names = ", ".join(jt.name_of(t) for t in stopped)
             self._event(job, "TasksStopped", f"Deleted tasks {names}: the job failed", "Normal")
 
     def _delete_leftovers(self, job_name: str) -> None:

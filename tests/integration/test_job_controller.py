@@ -371,3 +371,33 @@ def test_killed_at_every_write_and_restarted_converges_to_the_same_state(
         # Events are at most once: one lost to the crash is not made up later.
         assert set(reasons) <= set(expected[3]) and len(reasons) <= len(expected[3])
         store.close()
+
+
+class AgentWritesFirst:
+    """The store, with a node agent's status write landing just before each delete."""
+
+    def __init__(self, store: Store, task: str, status: dict[str, Any]) -> None:
+        self.inner, self.task, self.status = store, task, status
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def delete(self, kind: str, name: str, **kw: Any) -> dict[str, Any]:
+        if kind == "Task" and name == self.task and self.status:
+            set_task_status(self.inner, name, **self.status)
+            self.status = {}
+        result: dict[str, Any] = self.inner.delete(kind, name, **kw)
+        return result
+
+
+def test_a_task_that_finishes_while_its_failed_job_stops_the_rest_is_kept(sqlite: Store) -> None:
+    sqlite.create(admitted_job())
+    JobController(sqlite).reconcile("web")
+    bind(sqlite, "web-a", cpuset="0")
+    bind(sqlite, "web-b", cpuset="1-2")
+    set_task_status(sqlite, "web-a", phase="Failed", exitCode=1, reason="Error")
+    racing = AgentWritesFirst(sqlite, "web-b", {"phase": "Failed", "exitCode": 2})
+    JobController(racing).reconcile("web")  # type: ignore[arg-type]
+    assert phase(sqlite) == "Failed"
+    assert sqlite.get("Task", "web-b")["status"]["exitCode"] == 2, "kept for its status"
+    assert not events(sqlite, "TasksStopped")
