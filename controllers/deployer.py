@@ -489,12 +489,13 @@ class Deployer:
         if (job.get("metadata") or {}).get("deletionTimestamp"):
             return
         tasks = self.store.list("Task", field_selector=f"spec.job={key}").items
-        if not needs_engine(job, tasks, self.store.list("Node").items):
+        nodes = self.store.list("Node").items
+        if not needs_engine(job, tasks, nodes):
             return
         try:
             facts = self.ensure_swarm()
             failure = self._ensure_network(job, facts)
-            self._ensure_images(job, facts)
+            self._ensure_images(job, facts, tasks, nodes)
         except EngineUnavailable:
             self.forget_swarm()
             raise
@@ -521,12 +522,17 @@ class Deployer:
         self._event(job, "NetworkCreated", message, "Normal")
         return None
 
-    def _ensure_images(self, job: Object, facts: SwarmFacts) -> None:
+    def _ensure_images(
+        self, job: Object, facts: SwarmFacts, tasks: Sequence[Object], nodes: Sequence[Object]
+    ) -> None:
+        """Check (and pull) the images of the job's Scheduled tasks bound to this engine.
+
+        ``tasks`` and ``nodes`` are as read at the start of the reconcile.
+        """
         name = _name(job)
-        tasks = self.store.list("Task", field_selector=f"spec.job={name}").items
         if not any((t.get("status") or {}).get("phase") == SCHEDULED for t in tasks):
             return
-        here = engine_nodes(self.store.list("Node").items, facts)
+        here = engine_nodes(nodes, facts)
         for image in images_to_check(tasks, here):
             action = image_action(self.engine.has_image(image), self.settings.pull)
             if action == "none":
