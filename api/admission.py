@@ -7,8 +7,14 @@ as one :class:`AdmissionError` (each :class:`FieldError` naming source, document
 path) and returns nothing unless all of it is valid, so callers write all or nothing. It never
 raises anything else, whatever the input.
 
-Only :func:`read_sources` and :func:`admit_paths` do I/O (reading files and stdin). Admission
-knows nothing about the store: whether an object already exists is the caller's concern.
+RESTfulSwarm requests to act (migration, update and checkpoint documents, see
+:mod:`swarmapply.api.restfulswarm`) are checked field by field too; :func:`admit_requests`
+and :func:`admit_paths_requests` return them, in input order among the objects, as
+:class:`AdmittedRequest` values for the caller to resolve against the store. :func:`admit`
+and :func:`admit_paths` report them as errors: they are not objects.
+
+Only :func:`read_sources` and the ``admit_paths`` functions do I/O (reading files and stdin).
+Admission knows nothing about the store: whether an object already exists is the caller's concern.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from swarmapply.errors import PermanentError
 __all__ = [
     "AdmissionError",
     "AdmittedObject",
+    "AdmittedRequest",
     "FieldError",
     "admit",
     "admit_paths",
+    "admit_paths_requests",
+    "admit_requests",
     "parse_documents",
     "read_sources",
     "validate_object",
@@ -96,6 +105,29 @@ class AdmittedObject:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AdmittedRequest:
+    """A RESTfulSwarm request to act, checked but not yet resolved against the store.
+
+    Attributes:
+        source: The source's name.
+        document: The 0-based index of the document in the source.
+        prefix: Where the request sits in that document (``(2,)`` in a group migration).
+        kind: ``migration``, ``update`` or ``checkpoint``.
+        request: The request.
+    """
+
+    source: str
+    document: int
+    prefix: Path
+    kind: str
+    request: restfulswarm.Request
+
+    def error(self, field: Path, message: str) -> FieldError:
+        """A problem found when resolving the request, at one of its document's fields."""
+        return FieldError(self.source, self.document, format_path(self.prefix + field), message)
+
+
 # ---------------------------------------------------------------------------------- parsing
 
 
@@ -143,6 +175,8 @@ class _Checked:
     key: tuple[str, str] | None = None  # the (kind, name) it defines, if it names one
     name_path: Path = ("metadata", "name")  # where that name is, in the original document
     problems: list[Problem] | None = None
+    request_kind: str | None = None  # a RESTfulSwarm request: migration, update, checkpoint
+    requests: list[restfulswarm.Request] = field(default_factory=list)
 
 
 def _check(doc: Document) -> _Checked:
@@ -151,6 +185,13 @@ def _check(doc: Document) -> _Checked:
     value, problems = json_like(doc.value)
     reported: list[Path] = [p for p, _ in problems]
     paths = restfulswarm.PathMap({(): ((), True)})
+    request_kind = restfulswarm.document_kind(value)
+    if request_kind in ("migration", "update", "checkpoint") and not problems:
+        request = restfulswarm.convert_request(value)
+        result.request_kind = request_kind
+        result.requests = request.requests
+        result.problems = _prefixed(doc, request.errors)
+        return result
     if restfulswarm.is_restfulswarm(value):
         conversion = restfulswarm.convert(value)
         problems += conversion.errors
@@ -207,10 +248,34 @@ def admit(sources: Iterable[tuple[str, str]]) -> list[AdmittedObject]:
 
     Raises:
         AdmissionError: Anything is invalid; it lists every problem of the whole input,
-            including the same kind and name defined twice.
+            including the same kind and name defined twice and RESTfulSwarm requests to act
+            (migration, update, checkpoint), which are not objects.
     """
+    return [item for item in _admit(sources, False) if isinstance(item, AdmittedObject)]
+
+
+def admit_requests(
+    sources: Iterable[tuple[str, str]],
+) -> list[AdmittedObject | AdmittedRequest]:
+    """As :func:`admit`, also accepting RESTfulSwarm requests to act.
+
+    Args:
+        sources: ``(name, text)`` pairs, e.g. from :func:`read_sources`.
+
+    Returns:
+        The admitted objects and requests in input order, only if everything is valid.
+
+    Raises:
+        AdmissionError: Anything is invalid; every problem of the whole input is listed.
+    """
+    return _admit(sources, True)
+
+
+def _admit(
+    sources: Iterable[tuple[str, str]], accept_requests: bool
+) -> list[AdmittedObject | AdmittedRequest]:
     errors: list[FieldError] = []
-    admitted: list[AdmittedObject] = []
+    admitted: list[AdmittedObject | AdmittedRequest] = []
     first_seen: dict[tuple[str, str], str] = {}
     for source, text in sources:
         source = str(source)
@@ -223,6 +288,19 @@ def admit(sources: Iterable[tuple[str, str]]) -> list[AdmittedObject]:
                 message = f"internal error while checking this document: {exc!r}"
                 checked = _Checked(problems=[(doc.prefix, message)])
             problems = list(checked.problems or ())
+            if checked.request_kind is not None and not accept_requests and not problems:
+                problems.append(
+                    (
+                        doc.prefix,
+                        f"a RESTfulSwarm {checked.request_kind} request acts on running jobs;"
+                        " give it to swarmapply apply -f",
+                    )
+                )
+            elif checked.request_kind is not None and not problems:
+                admitted += [
+                    AdmittedRequest(source, doc.index, doc.prefix, checked.request_kind, request)
+                    for request in checked.requests
+                ]
             if checked.key is not None and checked.key in first_seen:
                 kind, name = checked.key
                 problems.append(
@@ -368,10 +446,28 @@ def admit_paths(paths: Sequence[str], recursive: bool, stdin: TextIO) -> list[Ad
     Raises:
         AdmissionError: Every problem found.
     """
+    admitted = _admit_paths(paths, recursive, stdin, False)
+    return [item for item in admitted if isinstance(item, AdmittedObject)]
+
+
+def admit_paths_requests(
+    paths: Sequence[str], recursive: bool, stdin: TextIO
+) -> list[AdmittedObject | AdmittedRequest]:
+    """As :func:`admit_paths`, also accepting RESTfulSwarm requests to act (as apply does).
+
+    Raises:
+        AdmissionError: Every problem found.
+    """
+    return _admit_paths(paths, recursive, stdin, True)
+
+
+def _admit_paths(
+    paths: Sequence[str], recursive: bool, stdin: TextIO, accept_requests: bool
+) -> list[AdmittedObject | AdmittedRequest]:
     # The same path twice (a shell glob, or '-' twice) is read once, not reported as twins.
     sources, read_errors = _read_all(list(dict.fromkeys(paths)), recursive, stdin)
     try:
-        admitted = admit(sources)
+        admitted = _admit(sources, accept_requests)
     except AdmissionError as exc:
         raise AdmissionError(read_errors + exc.errors) from None
     if read_errors:

@@ -1,4 +1,4 @@
-"""Conversion of RESTfulSwarm job documents into v1 Jobs.
+"""Conversion of RESTfulSwarm documents: job documents into v1 Jobs, and requests to act.
 
 RESTfulSwarm described a job as ``{"job_name", "job_info": {"network", "tasks": {key: {...}}},
 "status", "start_time", "end_time"}`` with docker-py style task fields (``req_cores``,
@@ -11,6 +11,15 @@ Job are reported at the original document's fields (``job_info.tasks.t1.req_core
 The conversion is structural only: values are carried over as they are and validated later
 with the v1 rules. It is pure and never raises for any input; see :func:`to_job` for a variant
 that raises one structured error.
+
+RESTfulSwarm also had requests that act on running jobs: a migration ``{"job", "container",
+"from", "to", "info"}`` (a JSON array of them is a group migration), an update ``{"job",
+"node", "container_name", "cpuset_cpus", "mem_limit"}`` and a checkpoint ``{"node",
+"containers": [...]}``. :func:`document_kind` recognises them by their fields and
+:func:`convert_request` checks them field by field into :class:`MigrationRequest`,
+:class:`UpdateRequest` and :class:`CheckpointRequest` values. These are not objects yet: which
+Task a container names, and where it runs, is only known from the store, so the caller
+resolves them (``swarmapply apply`` does) and reports problems at the request's fields.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarmapply.api import names
 from swarmapply.api.kinds import API_VERSION
+from swarmapply.api.quantity import QuantityError, format_cpuset, parse_cpuset, parse_memory
 from swarmapply.errors import PermanentError
 
 __all__ = [
@@ -29,11 +40,19 @@ __all__ = [
     "START_TIME_ANNOTATION",
     "STATUS_ANNOTATION",
     "TASKS_ANNOTATION",
+    "CheckpointRequest",
     "Conversion",
+    "MigrationRequest",
     "PathMap",
+    "Request",
+    "RequestConversion",
     "RestfulSwarmError",
+    "UpdateRequest",
     "convert",
+    "convert_request",
+    "document_kind",
     "is_restfulswarm",
+    "node_of",
     "to_job",
 ]
 
@@ -418,3 +437,245 @@ def to_job(doc: Any) -> tuple[dict[str, Any], PathMap]:
     if result.errors or result.job is None:
         raise RestfulSwarmError(result.errors)
     return result.job, result.paths
+
+
+# ------------------------------------------------------------------------------- requests
+
+_MIGRATION_FIELDS = ("job", "container", "from", "to", "info")
+_UPDATE_FIELDS = ("job", "node", "container_name", "cpuset_cpus", "mem_limit")
+_CHECKPOINT_FIELDS = ("node", "containers")
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """A RESTfulSwarm migration: move one container of a job to another node.
+
+    Attributes:
+        job: The Job's name.
+        container: The task entry's name (RESTfulSwarm's ``container``, which the job
+            conversion made the entry name).
+        to_node: The node to move to (``to`` up to any ``@address``).
+        from_node: Where the request says the task runs now (``from``), or None.
+    """
+
+    job: str
+    container: str
+    to_node: str
+    from_node: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """A RESTfulSwarm update: resize one container of a job in place.
+
+    Attributes:
+        job: The Job's name.
+        container: The task entry's name (``container_name``).
+        node: The node the request says the task runs on, or None.
+        cpuset: The new cores in canonical form (``cpuset_cpus``), or None to keep them.
+        memory: The new memory limit in bytes (``mem_limit``), or None to keep it.
+    """
+
+    job: str
+    container: str
+    node: str | None = None
+    cpuset: str | None = None
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointRequest:
+    """One container of a RESTfulSwarm checkpoint request.
+
+    Attributes:
+        node: The node the container runs on (``node`` up to any ``@address``).
+        container: The container: a task entry name, or a Task object's name.
+        index: The container's index in ``containers`` (for messages).
+    """
+
+    node: str
+    container: str
+    index: int = 0
+
+
+#: A request to act, converted from a RESTfulSwarm document.
+Request = MigrationRequest | UpdateRequest | CheckpointRequest
+
+
+@dataclass(frozen=True)
+class RequestConversion:
+    """The result of :func:`convert_request`.
+
+    Attributes:
+        kind: ``migration``, ``update`` or ``checkpoint``.
+        requests: The requests (empty when there are errors); a checkpoint document gives one
+            per container.
+        errors: Problems found, as ``(field path in the document, message)``.
+    """
+
+    kind: str
+    requests: list[Request]
+    errors: list[tuple[Path, str]]
+
+
+def document_kind(doc: Any) -> str | None:
+    """Which RESTfulSwarm document a parsed document is, judged by its fields.
+
+    Returns:
+        ``job`` (``job_name`` and ``job_info``), ``update`` (``job`` and ``container_name``),
+        ``migration`` (``job`` and ``container``), ``checkpoint`` (``node`` and
+        ``containers``), or None: not a RESTfulSwarm document (anything with ``apiVersion``
+        or ``kind`` is a v1 object).
+    """
+    if not isinstance(doc, dict) or "apiVersion" in doc or "kind" in doc:
+        return None
+    if is_restfulswarm(doc):
+        return "job"
+    if "job" in doc and "container_name" in doc:
+        return "update"
+    if "job" in doc and "container" in doc:
+        return "migration"
+    if "containers" in doc and "node" in doc:
+        return "checkpoint"
+    return None
+
+
+def node_of(value: str) -> str:
+    """The node name in a RESTfulSwarm host reference: ``host2@10.0.0.2`` -> ``host2``."""
+    return value.partition("@")[0].strip()
+
+
+class _Fields:
+    """Reads the fields of one request document, collecting problems."""
+
+    def __init__(self, doc: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+        self.doc = doc
+        self.what = what
+        self.errors: list[tuple[Path, str]] = []
+        for key in doc:
+            if key not in known:
+                self.errors.append(
+                    ((str(key),), f"unknown field of a RESTfulSwarm {what}; known fields: "
+                     f"{', '.join(known)}")
+                )  # fmt: skip
+
+    def text(self, key: str, required: bool) -> str | None:
+        value = self.doc.get(key)
+        if value is None or value == "":
+            if required:
+                self.errors.append(((key,), f"required: a RESTfulSwarm {self.what} needs {key}"))
+            return None
+        if not isinstance(value, str):
+            self.errors.append(((key,), f"expected a string, got {_show(value)}"))
+            return None
+        return value.strip()
+
+    def name(self, key: str, required: bool, host: bool = False) -> str | None:
+        value = self.text(key, required)
+        if value is None:
+            return None
+        name = node_of(value) if host else value
+        problem = names.dns1123_label_error(name)
+        if problem is not None:
+            shown = f" (the node name in {_show(value)})" if host and name != value else ""
+            self.errors.append(((key,), f"{problem}{shown}"))
+            return None
+        return name
+
+
+def _migration(doc: dict[str, Any]) -> tuple[list[Request], list[tuple[Path, str]]]:
+    fields = _Fields(doc, _MIGRATION_FIELDS, "migration")
+    job = fields.name("job", True)
+    container = fields.name("container", True)
+    from_node = fields.name("from", False, host=True)
+    to_node = fields.name("to", True, host=True)
+    info = doc.get("info")
+    if info is not None and not isinstance(info, dict):
+        fields.errors.append((("info",), f"expected the task's details as a mapping, got "
+                              f"{_show(info)}"))  # fmt: skip
+    if from_node is not None and from_node == to_node:
+        fields.errors.append((("to",), f"the task would stay on node {to_node!r} (from is the "
+                              "same node)"))  # fmt: skip
+    if fields.errors or job is None or container is None or to_node is None:
+        return [], fields.errors
+    return [MigrationRequest(job, container, to_node, from_node)], []
+
+
+def _update(doc: dict[str, Any]) -> tuple[list[Request], list[tuple[Path, str]]]:
+    fields = _Fields(doc, _UPDATE_FIELDS, "update")
+    job = fields.name("job", True)
+    container = fields.name("container_name", True)
+    node = fields.name("node", False, host=True)
+    cpuset: str | None = None
+    memory: int | None = None
+    raw_cpuset = fields.text("cpuset_cpus", False)
+    if raw_cpuset is not None:
+        try:
+            cpuset = format_cpuset(parse_cpuset(raw_cpuset))
+        except QuantityError as exc:
+            fields.errors.append((("cpuset_cpus",), str(exc)))
+    raw_memory = doc.get("mem_limit")
+    if raw_memory not in (None, ""):
+        try:
+            memory = parse_memory(raw_memory)
+        except QuantityError as exc:
+            fields.errors.append((("mem_limit",), str(exc)))
+    if raw_cpuset is None and raw_memory in (None, "") and not fields.errors:
+        fields.errors.append(((), "an update needs cpuset_cpus, mem_limit or both"))
+    if fields.errors or job is None or container is None:
+        return [], fields.errors
+    return [UpdateRequest(job, container, node, cpuset, memory)], []
+
+
+def _checkpoint(doc: dict[str, Any]) -> tuple[list[Request], list[tuple[Path, str]]]:
+    fields = _Fields(doc, _CHECKPOINT_FIELDS, "checkpoint")
+    node = fields.name("node", True, host=True)
+    containers = doc.get("containers")
+    found: list[tuple[int, str]] = []
+    if not isinstance(containers, list) or not containers:
+        fields.errors.append(
+            (("containers",), f"expected a non-empty list of container names, got "
+             f"{_show(containers)}")
+        )  # fmt: skip
+    else:
+        seen: dict[str, int] = {}
+        for i, container in enumerate(containers):
+            if not isinstance(container, str) or not container.strip():
+                fields.errors.append(
+                    (("containers", i), f"expected a container name, got {_show(container)}")
+                )
+                continue
+            container = container.strip()
+            problem = names.dns1123_label_error(container)
+            if problem is not None:
+                fields.errors.append((("containers", i), problem))
+            elif container in seen:
+                fields.errors.append(
+                    (("containers", i), f"{container!r} is listed twice (first at "
+                     f"containers[{seen[container]}])")
+                )  # fmt: skip
+            else:
+                seen[container] = i
+                found.append((i, container))
+    if fields.errors or node is None:
+        return [], fields.errors
+    return [CheckpointRequest(node, container, i) for i, container in found], []
+
+
+def convert_request(doc: Any) -> RequestConversion:
+    """Checks a RESTfulSwarm migration, update or checkpoint document field by field.
+
+    Args:
+        doc: A parsed document for which :func:`document_kind` says ``migration``,
+            ``update`` or ``checkpoint``.
+
+    Returns:
+        The requests, or the problems by field path (never both).
+    """
+    kind = document_kind(doc)
+    if not isinstance(doc, dict) or kind not in ("migration", "update", "checkpoint"):
+        message = f"expected a RESTfulSwarm migration, update or checkpoint, got {_show(doc)}"
+        return RequestConversion("unknown", [], [((), message)])
+    convert_one = {"migration": _migration, "update": _update, "checkpoint": _checkpoint}[kind]
+    requests, errors = convert_one(doc)
+    return RequestConversion(kind, requests, errors)

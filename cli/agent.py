@@ -6,6 +6,10 @@ after the engine's hostname unless ``--name`` is given, its capacity is the engi
 hollow nodes named ``sim-0`` ... (``--name`` changes the prefix), each with ``--cores`` cores
 and ``--memory`` memory, whose tasks "run" for their simulated duration.
 
+Checkpoints (CRIU, docker only; migrations and Checkpoint objects) are written below
+``--checkpoint-dir`` (default ``/var/lib/swarmapply/checkpoints``); for live migrations between
+machines it must be storage both machines can read.
+
 SIGTERM and SIGINT stop it (exit 0); containers keep running and the next agent adopts them.
 One line per start, stop and failure goes to stderr. A bad option value is one line and exit 2.
 With ``--join`` (docker only) the engine first joins the Swarm whose join facts the deployer
@@ -17,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from swarmapply.agent.agent import NodeAgent
+from swarmapply.agent.agent import DEFAULT_CHECKPOINT_DIR, NodeAgent
 from swarmapply.agent.group import AgentGroup
 from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, parse_memory
 from swarmapply.api.store import redact_url
@@ -61,6 +66,7 @@ class AgentOptions:
         join: Join the Swarm published in the store before starting (docker).
         advertise_addr: The address or interface the engine advertises when it joins.
         pull: Pull images the engine lacks (docker).
+        checkpoint_dir: The directory checkpoints are written below.
     """
 
     driver: str
@@ -74,6 +80,7 @@ class AgentOptions:
     join: bool = False
     advertise_addr: str | None = None
     pull: bool = True
+    checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
 
 
 def _count(option: str, text: str | None, default: int) -> int:
@@ -139,6 +146,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         action="store_true",
         help="do not pull images the engine lacks: such tasks fail with ImageMissing (docker)",
     )
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=DEFAULT_CHECKPOINT_DIR,
+        metavar="DIR",
+        help="where checkpoints are written (an absolute path; storage the nodes share for "
+        f"live migrations between machines; default {DEFAULT_CHECKPOINT_DIR})",
+    )
     parser.add_argument("--nodes", metavar="N", help="hollow nodes (sim; default 1)")
     parser.add_argument(
         "--cores", metavar="C", help=f"cores per hollow node (sim; default "
@@ -162,6 +176,9 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
     resync = option_seconds("--resync", args.resync, positive=True)
     if args.name is not None and not args.name.strip():
         raise UsageError("--name: expected a name, got an empty string")
+    checkpoint_dir = str(getattr(args, "checkpoint_dir", None) or DEFAULT_CHECKPOINT_DIR)
+    if not os.path.isabs(checkpoint_dir):
+        raise UsageError(f"--checkpoint-dir: expected an absolute path, got {checkpoint_dir!r}")
     reserved: frozenset[int] = frozenset()
     if args.driver == "docker":
         for option, value in (("--nodes", args.nodes), ("--cores", args.cores),
@@ -180,6 +197,7 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
         return AgentOptions(
             args.driver, args.name, heartbeat, resync, reserved, join=join,
             advertise_addr=advertise, pull=not getattr(args, "no_pull", False),
+            checkpoint_dir=checkpoint_dir,
         )  # fmt: skip
     if getattr(args, "join", False):
         raise UsageError("--join: only with --driver docker (hollow nodes join no Swarm)")
@@ -197,7 +215,10 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
         raise UsageError(f"--memory: {exc}") from exc
     if memory < 1:
         raise UsageError(f"--memory: expected more than 0, got {args.memory}")
-    return AgentOptions(args.driver, args.name, heartbeat, resync, reserved, nodes, cores, memory)
+    return AgentOptions(
+        args.driver, args.name, heartbeat, resync, reserved, nodes, cores, memory,
+        checkpoint_dir=checkpoint_dir,
+    )  # fmt: skip
 
 
 def build_group(ctx: Context, args: argparse.Namespace, client: Any = None) -> AgentGroup:
@@ -214,7 +235,11 @@ def build_group(ctx: Context, args: argparse.Namespace, client: Any = None) -> A
     """
     options = check_options(args)
     store = ctx.store()
-    common: dict[str, Any] = {"heartbeat": options.heartbeat, "resync": options.resync}
+    common: dict[str, Any] = {
+        "heartbeat": options.heartbeat,
+        "resync": options.resync,
+        "checkpoint_dir": options.checkpoint_dir,
+    }
     if options.driver == "docker":
         from swarmapply.agent.docker_driver import DockerDriver
 

@@ -35,6 +35,7 @@ from swarmapply.controllers.placement_model import STRATEGIES
 from swarmapply.controllers.settings import (
     ControllerSettings,
     DeployerSettings,
+    MigratorSettings,
     SchedulerSettings,
 )
 
@@ -103,6 +104,11 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
                 swarm=not args.no_swarm,
                 advertise_addr=args.swarm_advertise_addr,
                 pull=not args.no_pull,
+            ),
+            migrator=MigratorSettings(
+                step_timeout=option_seconds(
+                    "--migration-step-timeout", args.migration_step_timeout, positive=True
+                )
             ),
             scheduler=SchedulerSettings(
                 strategy=args.strategy,
@@ -192,6 +198,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     deployer.add_argument(
         "--no-pull", action="store_true", help="do not pull images the engine lacks"
+    )
+    parser.add_argument(
+        "--migration-step-timeout",
+        default=MigratorSettings.step_timeout,
+        metavar="SECONDS",
+        help="how long an agent that heartbeats has to begin a migration step before the "
+        f"migration fails or falls back to cold (default {MigratorSettings.step_timeout:g})",
     )
     parser.add_argument(
         "--stats-interval",

@@ -3,9 +3,10 @@
 Prints plain, aligned text in a fixed layout (labels in one column, tables with a header row),
 so that scripts may look for a line such as ``Phase:`` or ``Pending because:``. Jobs, Tasks and
 Nodes get a summary of their spec and status, the tasks they own or run (a Node also gets a
-core map: which task holds which core) and, for a pending Job, why it is pending; any other
-kind shows its spec and status as YAML. Conditions and Events (oldest first) follow for every
-kind.
+core map: which task holds which core) and, for a pending Job, why it is pending; a Migration
+shows each task's move (source and target node and cores), its stage timings and why it is in
+its phase; a Checkpoint where its files are; any other kind shows its spec and status as
+YAML. Conditions and Events (oldest first) follow for every kind.
 
 What it does not guarantee: the object, its tasks and its events are read one after another,
 not as of one revision, so a busy cluster may show them slightly out of step; the layout may
@@ -278,6 +279,77 @@ def _node(out: _Text, node: Object, extra: Related) -> None:
     out.table("Core map", ("CORE", "TASK"), core_map(capacity, holders or extra.tasks))
 
 
+def _migration(out: _Text, migration: Object, extra: Related) -> None:
+    spec, status = migration.get("spec") or {}, migration.get("status") or {}
+    out.section("Spec")
+    if spec.get("task"):
+        out.field("Task", spec["task"], 1)
+    else:
+        out.field("Job", spec.get("job"), 1)
+    out.field("To node", spec.get("toNode") or "<chosen by the scheduler>", 1)
+    out.field("Mode", spec.get("mode", "auto"), 1)
+    out.section("Status")
+    out.field("Phase", _phase(migration), 1)
+    out.field("Mode", status.get("mode") or "<not chosen yet>", 1)
+    out.field("Reason", status.get("reason"), 1)
+    if status.get("message"):
+        out.field("Message", status["message"], 1)
+    out.field("Start time", _timestamp(status.get("startTime")), 1)
+    out.field("Completion time", _timestamp(status.get("completionTime")), 1)
+    moves = [t for t in status.get("tasks") or [] if isinstance(t, dict)]
+    if not moves and status.get("sourceNode"):
+        moves = [
+            {
+                "task": spec.get("task"),
+                "sourceNode": status.get("sourceNode"),
+                "sourceCpuset": status.get("sourceCpuset"),
+                "targetNode": status.get("targetNode"),
+                "targetCpuset": status.get("targetCpuset"),
+            }
+        ]
+    out.table(
+        "Tasks",
+        ("TASK", "SOURCE", "SOURCE CPUSET", "TARGET", "TARGET CPUSET", "MEMORY"),
+        [
+            [
+                t.get("task"),
+                t.get("sourceNode"),
+                t.get("sourceCpuset"),
+                t.get("targetNode") or "<not reserved yet>",
+                t.get("targetCpuset"),
+                _memory(t.get("memory")),
+            ]
+            for t in moves
+        ],
+        1,
+    )
+    order = ("reserve", "checkpoint", "stop", "transfer", "restore", "start", "total")
+    timings = status.get("timings") or {}
+    out.table(
+        "Timings",
+        ("STAGE", "SECONDS"),
+        [[stage, f"{timings[stage]:.3f}"] for stage in order if stage in timings],
+        1,
+    )
+
+
+def _checkpoint(out: _Text, checkpoint: Object, extra: Related) -> None:
+    spec, status = checkpoint.get("spec") or {}, checkpoint.get("status") or {}
+    out.section("Spec")
+    out.field("Task", spec.get("task"), 1)
+    out.field("Leave running", "true" if spec.get("leaveRunning", True) else "false", 1)
+    out.section("Status")
+    out.field("Phase", _phase(checkpoint), 1)
+    out.field("Node", status.get("node"), 1)
+    out.field("Path", status.get("path"), 1)
+    size = status.get("sizeBytes")
+    out.field("Size", _memory(size) if size is not None else None, 1)
+    out.field("Created", _timestamp(status.get("createdTime")), 1)
+    out.field("Reason", status.get("reason"), 1)
+    if status.get("message"):
+        out.field("Message", status["message"], 1)
+
+
 def _generic(out: _Text, obj: Object, extra: Related) -> None:
     for key, value in obj.items():
         if key in ("apiVersion", "kind", "metadata"):
@@ -301,6 +373,8 @@ _SUMMARIES: dict[str, Callable[[_Text, Object, Related], None]] = {
     "Job": _job,
     "Task": _task,
     "Node": _node,
+    "Migration": _migration,
+    "Checkpoint": _checkpoint,
 }
 
 

@@ -31,6 +31,9 @@ COMMANDS = (
     "delete",
     "explain",
     "wait",
+    "migrate",
+    "update",
+    "checkpoint",
     "simulate",
     "controllers",
     "agent",
@@ -47,6 +50,9 @@ EXAMPLES = """examples:
   swarmapply describe job hello          status, tasks and events of a job
   swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
   swarmapply simulate --nodes nodes.yaml -f jobs.yaml --strategy all   compare strategies
+  swarmapply migrate task hello-server --to n2 --wait   move a running task (live or cold)
+  swarmapply update task hello-server --cores 2        resize a running task in place
+  swarmapply checkpoint task hello-server --wait       a CRIU checkpoint of a running task
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
   swarmapply controllers                 run the control loops (run several for failover)
   swarmapply agent --driver sim --nodes 10   run 10 hollow nodes (--driver docker: this engine)

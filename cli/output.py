@@ -147,12 +147,42 @@ def _policy_row(obj: dict[str, Any]) -> Row:
     return [", ".join(allows) or "-"]
 
 
+def _joined(values: Sequence[object]) -> str:
+    unique = [str(v) for v in dict.fromkeys(values) if v]
+    return ",".join(unique) or "-"
+
+
+def _migration_row(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    what = f"task/{spec['task']}" if spec.get("task") else f"job/{spec.get('job', '?')}"
+    moves = [t for t in status.get("tasks") or [] if isinstance(t, dict)]
+    source = status.get("sourceNode") or _joined([t.get("sourceNode") for t in moves])
+    target = status.get("targetNode") or _joined([t.get("targetNode") for t in moves])
+    if target == "-":
+        target = str(spec.get("toNode") or "-")
+    mode = str(status.get("mode") or spec.get("mode") or "auto")
+    return [what, mode, _phase(obj), str(source), str(target)]
+
+
+def _checkpoint_row(obj: dict[str, Any]) -> Row:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    size = status.get("sizeBytes")
+    return [
+        str(spec.get("task", "-")),
+        _phase(obj),
+        str(status.get("node") or "-"),
+        format_memory(size) if isinstance(size, int) and not isinstance(size, bool) else "-",
+    ]
+
+
 COLUMNS: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], Row]]] = {
     "Job": (("PHASE", "TASKS", "CORES", "MEMORY"), _job_row),
     "Task": (("JOB", "PHASE", "NODE", "CPUSET", "MEMORY"), _task_row),
     "Node": (("STATUS", "CORES", "MEMORY"), _node_row),
     "Event": (("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event_row),
     "ClusterPolicy": (("ALLOWS",), _policy_row),
+    "Migration": (("TASK/JOB", "MODE", "PHASE", "SOURCE", "TARGET"), _migration_row),
+    "Checkpoint": (("TASK", "PHASE", "NODE", "SIZE"), _checkpoint_row),
 }
 
 
@@ -162,6 +192,12 @@ _STATE_COLOURS = {
     "Succeeded": "green",
     "Ready": "green",
     "Pending": "yellow",
+    "Reserved": "yellow",
+    "Checkpointing": "yellow",
+    "Stopping": "yellow",
+    "Transferring": "yellow",
+    "Restoring": "yellow",
+    "Starting": "yellow",
     "Terminating": "yellow",
     "Scheduled": "yellow",
     "Unknown": "yellow",

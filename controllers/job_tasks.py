@@ -58,7 +58,9 @@ FINISHED = frozenset({SUCCEEDED, FAILED})
 _PHASES = (PENDING, SCHEDULED, RUNNING, SUCCEEDED, FAILED)
 
 #: Task spec fields a bound task can take in place; any other change replaces the task.
-IN_PLACE_FIELDS = frozenset({"priority", "restartPolicy"})
+#: ``cores``, ``cpuset`` and ``memory`` are a live resize: the scheduler re-fits the task on
+#: its node and the agent changes the running container's limits.
+IN_PLACE_FIELDS = frozenset({"priority", "restartPolicy", "cores", "cpuset", "memory"})
 #: The fields of a Job's task entry copied onto the Task's spec.
 _COPIED_FIELDS = (
     "image",
@@ -265,7 +267,8 @@ def spec_change(task: Mapping[str, Any], desired: Mapping[str, Any]) -> str:
 
     A finished task (Succeeded/Failed) is never changed: it records what ran. A task the
     scheduler has not bound yet is updated in place. A bound task is updated in place only
-    when nothing but :data:`IN_PLACE_FIELDS` differ (they do not touch its container);
+    when nothing but :data:`IN_PLACE_FIELDS` differ (its container keeps running: a change of
+    cores or memory is a live resize), or ``node`` newly names the node it is bound to;
     otherwise it is replaced by a new attempt.
     """
     current = task.get("spec") or {}
@@ -274,6 +277,8 @@ def spec_change(task: Mapping[str, Any], desired: Mapping[str, Any]) -> str:
     if not is_bound(task):
         return "update"
     changed = {k for k in set(current) | set(desired) if current.get(k) != desired.get(k)}
+    if desired.get("node") == (task.get("status") or {}).get("node"):
+        changed.discard("node")  # pinned to where it runs already: nothing moves
     return "update" if changed <= IN_PLACE_FIELDS else "replace"
 
 

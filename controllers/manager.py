@@ -60,6 +60,7 @@ REGISTRY: Mapping[str, str] = {
     "job": "swarmapply.controllers.job:build",
     "scheduler": "swarmapply.controllers.scheduler:build",
     "deployer": "swarmapply.controllers.deployer:build",
+    "migrator": "swarmapply.controllers.migrator:build",
 }
 
 #: Environment variable naming extra controllers: ``name=module:function,...``.

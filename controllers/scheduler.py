@@ -1,21 +1,25 @@
 """The scheduler loop: binds queued tasks to nodes and cores, says why jobs wait.
 
-Each pass lists Nodes, Tasks and Jobs from the store (one consistent view per kind, fresh
-rather than from a cache, so a pass never works from bindings older than its own writes),
-asks :func:`~.scheduling.plan_pass` what to do, and writes:
+Each pass lists Nodes, Tasks, Jobs and Migrations from the store (one consistent view per
+kind, fresh rather than from a cache, so a pass never works from bindings older than its own
+writes), asks :func:`~.scheduling.plan_pass` what to do, and writes:
 
 1. evictions (preemption): Events on both jobs, then the victims' tasks deleted;
-2. bindings, job by job: each Task's ``status.node``/``cpuset``/``memory`` and phase
+2. re-fits (:mod:`.refit`, written by :mod:`.refit_writer`): live resizes of bound tasks on
+   their nodes, and the targets reserved for pending Migrations, decided before any queued
+   job is placed so that running tasks come first;
+3. bindings, job by job: each Task's ``status.node``/``cpuset``/``memory`` and phase
    ``Scheduled``, written with compare-and-swap on the Task's resourceVersion. When one write
    of a job fails, the job's tasks bound earlier in the pass are unbound again, so a job is
    left placed in part only if the process dies in between; the next pass then places the
    rest of it (the bound part keeps its cores, nothing is bound twice);
-3. waiting jobs: a ``Scheduled=False`` condition (reason ``Unschedulable``) on each unbound
+4. waiting jobs: a ``Scheduled=False`` condition (reason ``Unschedulable``) on each unbound
    task, and a ``FailedScheduling`` Event on the Job whenever the reason changes;
-4. each Node's ``status.allocated`` (totals and the per-task core map), when it differs.
+5. each Node's ``status.allocated`` (totals and the per-task core map), when it differs.
 
-A pass runs after any change to a Job, or to a Node or Task that placement depends on (a watch
-on the store sets a flag; heartbeats and the scheduler's own notes do not count), after
+A pass runs after any change to a Job or a Migration, or to a Node or Task that placement
+depends on (a watch on the store sets a flag; heartbeats and the scheduler's own notes do not
+count), after
 ``batch_window`` seconds more when set, and at least every ``resync`` seconds. Failed passes
 are retried with exponential backoff; nothing is lost by a crash since each pass starts from
 the store. Only one scheduler may run per store (leader election in ``swarmapply
@@ -39,6 +43,7 @@ from swarmapply.api.store import Conflict, Gone, NotFound, Store
 from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.conditions import find_condition, set_condition
 from swarmapply.controllers.events import record_event
+from swarmapply.controllers.refit_writer import RefitWriter
 from swarmapply.controllers.requests import condition_true
 from swarmapply.controllers.scheduling import (
     Binding,
@@ -96,6 +101,7 @@ class Scheduler:
         self.last_pass_seconds = 0.0
         self._dirty = threading.Event()
         self._seen: dict[tuple[str, str], str] = {}
+        self.refits = RefitWriter(store, name, self._dirty)
 
     def summary(self) -> str:
         """The counters in one line, for logs."""
@@ -116,12 +122,17 @@ class Scheduler:
         nodes = self.store.list("Node").items
         tasks = self.store.list("Task").items
         jobs = self.store.list("Job").items
-        plan = plan_pass(nodes, tasks, jobs, self.settings, self.clock())
+        migrations = self.store.list("Migration").items
+        plan = plan_pass(nodes, tasks, jobs, self.settings, self.clock(), migrations)
         for conflict in plan.conflicts:
             log.error("%s: invariant broken: %s", self.name, conflict)
         task_by_name = {t["metadata"]["name"]: t for t in tasks}
         job_by_name = {j["metadata"]["name"]: j for j in jobs}
         self._evict(plan.evictions, job_by_name)
+        self.refits.resize(plan.resizes, plan.resizes_waiting, task_by_name)
+        self.refits.reserve(
+            plan.reservations, plan.unreservable, {m["metadata"]["name"]: m for m in migrations}
+        )
         bound = self._bind_all(plan, task_by_name)
         self._mark_waiting(plan.waiting, task_by_name, job_by_name)
         self._write_allocations(plan.allocations, {n["metadata"]["name"]: n for n in nodes})
@@ -291,7 +302,7 @@ class Scheduler:
     def _matters(self, type_: str, obj: Mapping[str, Any]) -> bool:
         """Whether a change can alter placement (heartbeats and our own notes cannot)."""
         kind = obj.get("kind")
-        if kind == "Job":
+        if kind in ("Job", "Migration"):
             return True
         if kind not in ("Node", "Task"):
             return False

@@ -33,10 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarmapply.api.names import natural_key
 from swarmapply.api.quantity import format_cpuset, parse_cpuset
 from swarmapply.api.store.lifecycle import parse_time
-from swarmapply.controllers.job_tasks import FINISHED, TASK_LABEL
+from swarmapply.controllers.job_tasks import TASK_LABEL
 from swarmapply.controllers.placement import schedule
 from swarmapply.controllers.placement_model import (
     Decision,
@@ -47,8 +46,17 @@ from swarmapply.controllers.placement_model import (
     with_taken,
 )
 from swarmapply.controllers.preemption import RunningJob, choose_victims
-from swarmapply.controllers.requests import node_state, task_request
+from swarmapply.controllers.refit import (
+    Reservation,
+    Resize,
+    ResizeWaiting,
+    Unreservable,
+    plan_reservations,
+    plan_resizes,
+)
+from swarmapply.controllers.requests import task_request
 from swarmapply.controllers.settings import SchedulerSettings
+from swarmapply.controllers.usage import Hold, Usage, allocation_view, is_live, task_hold, usage
 
 Object = dict[str, Any]
 
@@ -92,70 +100,21 @@ class PassPlan:
     evictions: tuple[Eviction, ...] = ()
     allocations: dict[str, Object] = field(default_factory=dict)
     conflicts: tuple[str, ...] = ()
-
-
-def is_live(task: Mapping[str, Any]) -> bool:
-    """True until the task's phase is Succeeded or Failed."""
-    return (task.get("status") or {}).get("phase") not in FINISHED
+    resizes: tuple[Resize, ...] = ()
+    resizes_waiting: tuple[ResizeWaiting, ...] = ()
+    reservations: tuple[Reservation, ...] = ()
+    unreservable: tuple[Unreservable, ...] = ()
 
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["name"])
 
 
-def _held(task: Mapping[str, Any]) -> tuple[str, frozenset[int], int] | None:
-    """(node, cores, memory) a live bound task holds, else None."""
-    status = task.get("status") or {}
-    if not is_live(task) or not status.get("node"):
-        return None
-    cpuset = status.get("cpuset") or ""
-    return str(status["node"]), frozenset(parse_cpuset(cpuset)), int(status.get("memory", 0))
-
-
-@dataclass
-class _Usage:
-    cores: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    memory: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    holders: dict[str, list[tuple[Mapping[str, Any], frozenset[int], int]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    conflicts: list[str] = field(default_factory=list)
-
-    def add(self, task: Mapping[str, Any], node: str, cores: frozenset[int], memory: int) -> None:
-        overlap = self.cores[node] & cores
-        if overlap:
-            self.conflicts.append(
-                f"node {node}: cores {format_cpuset(overlap)} are held by more than one task "
-                f"(one is {_name(task)})"
-            )
-        self.cores[node] |= cores
-        self.memory[node] += memory
-        self.holders[node].append((task, cores, memory))
-
-    def states(self, nodes: Sequence[Mapping[str, Any]]) -> list[NodeState]:
-        """The nodes with what the live bound tasks hold taken off."""
-        return [
-            node_state(
-                n, used_cores=frozenset(self.cores[_name(n)]), used_memory=self.memory[_name(n)]
-            )
-            for n in nodes
-        ]
-
-
-def _usage(tasks: Sequence[Mapping[str, Any]]) -> _Usage:
-    usage = _Usage()
-    for task in sorted(tasks, key=_name):
-        held = _held(task)
-        if held is not None:
-            usage.add(task, *held)
-    return usage
-
-
 def cluster_snapshot(
     nodes: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]]
 ) -> list[NodeState]:
     """The nodes' free cores and memory given the live bound tasks (for what-if questions)."""
-    return _usage(tasks).states(nodes)
+    return usage(tasks).states(nodes)
 
 
 def _submitted(tasks: Sequence[Mapping[str, Any]]) -> float:
@@ -209,12 +168,12 @@ def _running(
     job_by_name = {_name(j): j for j in jobs}
     held: dict[str, list[tuple[Mapping[str, Any], Placement]]] = defaultdict(list)
     for task in tasks:
-        found = _held(task)
+        found = task_hold(task)
         job = str((task.get("spec") or {}).get("job", ""))
         if found is not None:
-            node, cores, memory = found
+            node, hold = found
             held[job].append(
-                (task, Placement(job, _name(task), node, tuple(sorted(cores)), memory))
+                (task, Placement(job, _name(task), node, tuple(sorted(hold.cores)), hold.memory))
             )
     running = []
     for job, items in sorted(held.items()):
@@ -238,31 +197,13 @@ def _live_names_by_job(tasks: Sequence[Mapping[str, Any]]) -> dict[str, list[str
     return names
 
 
-def allocation_view(
-    holders: Sequence[tuple[Mapping[str, Any], frozenset[int], int]],
-) -> Object:
-    """A Node's ``status.allocated``: totals and the per-task core map (task name order)."""
-    cores: set[int] = set()
-    memory = 0
-    entries = []
-    for task, task_cores, task_memory in sorted(holders, key=lambda h: natural_key(_name(h[0]))):
-        cores |= task_cores
-        memory += task_memory
-        entry: Object = {"task": _name(task), "cpuset": format_cpuset(task_cores)}
-        job = (task.get("spec") or {}).get("job")
-        if job:
-            entry["job"] = str(job)
-        entry["memory"] = task_memory
-        entries.append(entry)
-    return {"cores": len(cores), "memory": memory, "cpuset": format_cpuset(cores), "tasks": entries}
-
-
 def plan_pass(
     nodes: Sequence[Mapping[str, Any]],
     tasks: Sequence[Mapping[str, Any]],
     jobs: Sequence[Mapping[str, Any]],
     settings: SchedulerSettings,
     now: float,
+    migrations: Sequence[Mapping[str, Any]] = (),
 ) -> PassPlan:
     """Decide one scheduling pass (see the module docstring).
 
@@ -272,9 +213,14 @@ def plan_pass(
         jobs: Every Job object.
         settings: The scheduler's settings.
         now: The current time in seconds since the epoch (for starvation).
+        migrations: Every Migration object.
     """
-    usage = _usage(tasks)
-    states = usage.states(nodes)
+    held = usage(tasks, migrations)
+    resizes, resizes_waiting = plan_resizes(held, nodes, tasks, migrations)
+    reservations, unreservable = plan_reservations(
+        held, nodes, tasks, migrations, settings.strategy
+    )
+    states = held.states(nodes)
     queue, pending = _queue(tasks, jobs)
     decisions = schedule(
         states,
@@ -340,26 +286,30 @@ def plan_pass(
         bindings=bindings,
         waiting=waiting,
         evictions=tuple(evictions),
-        allocations=_allocations(nodes, tasks, usage, bindings, evictions),
-        conflicts=tuple(usage.conflicts),
+        allocations=_allocations(nodes, tasks, held, bindings, evictions),
+        conflicts=tuple(held.conflicts),
+        resizes=tuple(resizes),
+        resizes_waiting=tuple(resizes_waiting),
+        reservations=tuple(reservations),
+        unreservable=tuple(unreservable),
     )
 
 
 def _allocations(
     nodes: Sequence[Mapping[str, Any]],
     tasks: Sequence[Mapping[str, Any]],
-    usage: _Usage,
+    held: Usage,
     bindings: Sequence[Binding],
     evictions: Sequence[Eviction],
 ) -> dict[str, Object]:
     """Each node's view after the pass: what was held, less the evicted, plus the new bindings."""
     evicted = {t for e in evictions for t in e.tasks}
-    holders: dict[str, list[tuple[Mapping[str, Any], frozenset[int], int]]] = defaultdict(list)
-    for node, held in usage.holders.items():
-        holders[node] = [h for h in held if _name(h[0]) not in evicted]
+    holders: dict[str, list[Hold]] = defaultdict(list)
+    for node, holds in held.holders.items():
+        holders[node] = [h for h in holds if h.name not in evicted]
     by_name = {_name(t): t for t in tasks}
     for b in bindings:
-        holders[b.node].append((by_name[b.task], frozenset(parse_cpuset(b.cpuset)), b.memory))
+        holders[b.node].append(Hold(by_name[b.task], frozenset(parse_cpuset(b.cpuset)), b.memory))
     return {_name(n): allocation_view(holders.get(_name(n), [])) for n in nodes}
 
 

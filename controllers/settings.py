@@ -72,6 +72,23 @@ class DeployerSettings:
 
 
 @dataclass(frozen=True)
+class MigratorSettings:
+    """The migrator's settings.
+
+    Attributes:
+        step_timeout: Seconds an agent that heartbeats has to begin a migration step
+            (checkpoint, stop, restore, start) before the Migration fails, or falls back to
+            cold under ``auto``. A step whose agent does not heartbeat is waited for.
+    """
+
+    step_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.step_timeout) and self.step_timeout > 0):
+            raise ValueError("step_timeout: expected seconds > 0")
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """Settings shared by every loop, plus each loop's own.
 
@@ -86,6 +103,7 @@ class ControllerSettings:
             at the end of each term.
         scheduler: The scheduler's settings.
         deployer: The deployer's settings.
+        migrator: The migrator's settings.
     """
 
     workers: int = 2
@@ -95,6 +113,7 @@ class ControllerSettings:
     stats_interval: float = 60.0
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     deployer: DeployerSettings = field(default_factory=DeployerSettings)
+    migrator: MigratorSettings = field(default_factory=MigratorSettings)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -107,4 +126,4 @@ class ControllerSettings:
             raise ValueError("renew_interval: expected 0 < renew_interval < lease_duration")
 
 
-__all__ = ["ControllerSettings", "DeployerSettings", "SchedulerSettings"]
+__all__ = ["ControllerSettings", "DeployerSettings", "MigratorSettings", "SchedulerSettings"]

@@ -34,6 +34,11 @@ for a node that another runs (by mistake, or a second ``swarmapply up``) does no
 takes over when that one stops. A clean stop releases the Lease; after a SIGKILL the next
 agent waits for the Lease to expire before it runs the node (its containers keep running).
 
+Migrations and checkpoints: before planning, a round carries out the migration steps
+(``status.migration``) that are the node's to act on and the Checkpoint objects of the node's
+running Tasks (the group lists unfinished Checkpoints once per round), through
+:mod:`swarmapply.agent.steps`; checkpoints go below ``checkpoint_dir``.
+
 Not done here: marking nodes NotReady on missed heartbeats (the node lifecycle controller),
 restarting failed tasks (the job controller), creating networks (the deployer), joining the
 Swarm (``swarmapply agent --join``, through :mod:`swarmapply.agent.join`).
@@ -56,6 +61,8 @@ from swarmapply.agent.plan import FAILED, RUNNING, RUNTIME_FIELDS, plan_node
 from swarmapply.agent.policy import NO_POLICY, Policy
 from swarmapply.agent.registration import new_node, reported_status, with_status
 from swarmapply.agent.sim import SimDriver
+from swarmapply.agent.step_rules import START, actionable, step_failed
+from swarmapply.agent.steps import run_checkpoints, run_steps
 from swarmapply.api.store import AlreadyExists, Conflict, NotFound, Store
 from swarmapply.api.store.lifecycle import now_rfc3339
 from swarmapply.controllers.events import record_event
@@ -80,6 +87,8 @@ Object = dict[str, Any]
 COMPONENT = "node-agent"
 #: A node's heartbeat Lease expires after this many heartbeat periods without a renewal.
 LEASE_PERIODS = 4
+#: Where checkpoints go unless the agent is told otherwise.
+DEFAULT_CHECKPOINT_DIR = "/var/lib/swarmapply/checkpoints"
 #: Reasons of a Failed task that mean it never ran because it was refused.
 REFUSED_REASONS = frozenset({"RefusedSetting", "InvalidSpec"})
 _WRITE_ATTEMPTS = 5
@@ -104,6 +113,8 @@ class NodeAgent:
         identity: The Lease holder identity; default ``<hostname>-<pid>-<random>``.
         clock: Seconds on a monotonic clock (timers only; times written are wall clock).
         backoff_max: The longest wait, in seconds, before retrying a failed round.
+        checkpoint_dir: The directory checkpoints are written below (migrations in
+            ``<dir>/<migration>/<task>``, Checkpoint objects in ``<dir>/<checkpoint>``).
     """
 
     def __init__(
@@ -118,6 +129,7 @@ class NodeAgent:
         identity: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         backoff_max: float = 10.0,
+        checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR,
     ) -> None:
         if driver_name not in ("docker", "sim"):
             raise ValueError(f"driver_name: expected docker or sim, got {driver_name!r}")
@@ -133,6 +145,7 @@ class NodeAgent:
         self.resync = resync
         self.identity = identity or default_identity()
         self.clock = clock
+        self.checkpoint_dir = checkpoint_dir
         self.starts = 0
         self.removes = 0
         self.updates = 0
@@ -364,12 +377,20 @@ class NodeAgent:
 
     # -- reconciliation ----------------------------------------------------------------------
 
-    def reconcile(self, tasks: Sequence[Object], policy: Policy = NO_POLICY) -> bool:
-        """One round for this node: plan against the driver, apply, write changed statuses.
+    def reconcile(
+        self,
+        tasks: Sequence[Object],
+        policy: Policy = NO_POLICY,
+        checkpoints: Sequence[Object] = (),
+    ) -> bool:
+        """One round for this node: migration steps and checkpoints, then plan against the
+        driver, apply, write changed statuses.
 
         Args:
             tasks: The Tasks bound to this node, as read from the store.
             policy: What the ClusterPolicies allow (tasks asking for more are refused).
+            checkpoints: Unfinished Checkpoint objects (those of other nodes' tasks are
+                skipped).
 
         Returns:
             True when the round completed; False when it stopped on an engine error (it is
@@ -385,19 +406,29 @@ class NodeAgent:
             self.round_failed(exc)
             return False
         self._set_engine_error(None)
+        try:
+            tasks, observed, restored = run_steps(self, tasks, observed, policy)
+            if checkpoints:
+                tasks, observed = run_checkpoints(self, checkpoints, tasks, observed)
+        except (EngineUnavailable, NetworkNotReady) as exc:
+            if isinstance(exc, EngineUnavailable):
+                self._set_engine_error(str(exc))
+            self.round_failed(exc)
+            return False
         stamp = now_rfc3339()
-        plan = plan_node(self.name, tasks, observed, now=stamp, policy=policy)
+        plan = plan_node(self.name, tasks, observed, now=stamp, policy=policy, fresh=restored)
         seen = {o.container_id: o for o in observed}
         refused: dict[str, tuple[str, str]] = {}
+        fresh = set(restored)
         error: Exception | None = None
         if plan.has_actions:
             try:
-                self._apply(plan.remove, plan.update, plan.start, seen, refused)
+                self._apply(plan.remove, plan.update, plan.start, seen, refused, fresh)
             except (EngineUnavailable, NetworkNotReady) as exc:
                 error = exc
                 if isinstance(exc, EngineUnavailable):
                     self._set_engine_error(str(exc))
-            statuses = self._replan(tasks, list(seen.values()), refused, stamp, policy)
+            statuses = self._replan(tasks, list(seen.values()), refused, stamp, policy, fresh)
         else:
             statuses = plan.statuses
         self._write_statuses(tasks, statuses)
@@ -415,6 +446,7 @@ class NodeAgent:
         start: Iterable[Any],
         seen: dict[str, Observed],
         refused: dict[str, tuple[str, str]],
+        fresh: set[str],
     ) -> None:
         for container_id, why in remove:
             self.driver.remove(container_id)
@@ -444,6 +476,7 @@ class NodeAgent:
                 continue
             self.starts += 1
             seen[container.container_id] = container
+            fresh.add(container.container_id)
             log.info("node %s: started task %s (container %s, cores %s)", self.name, spec.task,
                      container.container_id, spec.cpuset)  # fmt: skip
 
@@ -454,8 +487,13 @@ class NodeAgent:
         refused: Mapping[str, tuple[str, str]],
         stamp: str,
         policy: Policy,
+        fresh: set[str],
     ) -> dict[str, Object]:
-        """The statuses after the actions: planned again on what the driver now runs."""
+        """The statuses after the actions: planned again on what the driver now runs.
+
+        A refused start fails its task, except during a migration's Start step: then the
+        refusal is the step's ``reason``/``message`` and the phase stays as it is.
+        """
         assert self.name is not None
         marked: list[Object] = []
         statuses: dict[str, Object] = {}
@@ -463,6 +501,13 @@ class NodeAgent:
             name = str(task["metadata"]["name"])
             if name in refused:
                 reason, message = refused[name]
+                if (step := actionable(task, self.name)) is not None and step.step == START:
+                    status = step_failed(task.get("status") or {}, reason, message)
+                    statuses[name] = status
+                    marked.append({**task, "status": status})
+                    log.warning("node %s: task %s: start for migration %s refused: %s",
+                                self.name, name, step.migration, message)  # fmt: skip
+                    continue
                 status = {
                     k: v for k, v in (task.get("status") or {}).items() if k not in RUNTIME_FIELDS
                 }
@@ -472,7 +517,9 @@ class NodeAgent:
                 statuses[name] = status
                 task = {**task, "status": status}
             marked.append(task)
-        again = plan_node(self.name, marked, observed, now=stamp, policy=policy)
+        again = plan_node(
+            self.name, marked, observed, now=stamp, policy=policy, fresh=frozenset(fresh)
+        )
         return {**again.statuses, **statuses}
 
     def _write_statuses(self, tasks: Sequence[Object], statuses: Mapping[str, Object]) -> None:
@@ -486,13 +533,22 @@ class NodeAgent:
                 continue
             except NotFound:
                 continue  # deleted meanwhile: its container goes in the next round
-            with self._written_lock:
-                self._written[name] = str(written["metadata"].get("resourceVersion", ""))
+            self.remember_write(written)
             self._on_transition(written, task.get("status") or {}, status)
+
+    def remember_write(self, task: Object) -> None:
+        """Note a Task status this agent wrote, so its watch event does not trigger a round."""
+        with self._written_lock:
+            name = str(task["metadata"]["name"])
+            self._written[name] = str(task["metadata"].get("resourceVersion", ""))
+
+    def replan_soon(self) -> None:
+        """Plan everything again in the next round (a write conflicted)."""
+        self._next_resync = 0.0
 
     def _report_conflict(self, task: str) -> None:
         log.debug("node %s: task %s changed while its status was written", self.name, task)
-        self._next_resync = 0.0  # plan again in the next round
+        self.replan_soon()
 
     def _on_transition(self, task: Object, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         name = task["metadata"]["name"]
@@ -515,7 +571,11 @@ class NodeAgent:
             log.info("node %s: task %s %s", self.name, name, phase)
 
     def _event(self, task: Object, reason: str, message: str, type_: str) -> None:
-        record_event(self.store, task, reason, message, component=COMPONENT, type_=type_)
+        self.event(task, reason, message, type_)
+
+    def event(self, obj: Object, reason: str, message: str, type_: str = "Normal") -> None:
+        """Record an Event about ``obj`` (a Task, a Checkpoint) from this agent."""
+        record_event(self.store, obj, reason, message, component=COMPONENT, type_=type_)
 
     def round_failed(self, exc: BaseException) -> None:
         """Note a failed round: it is retried after an exponential backoff delay."""
@@ -528,4 +588,4 @@ class NodeAgent:
         return strategy_delay(self._backoff, max(1, failures))
 
 
-__all__ = ["COMPONENT", "LEASE_PERIODS", "NodeAgent", "lease_name"]
+__all__ = ["COMPONENT", "DEFAULT_CHECKPOINT_DIR", "LEASE_PERIODS", "NodeAgent", "lease_name"]

@@ -11,6 +11,9 @@ and maps every engine failure onto the driver's typed errors (the cause chained)
   a missing executable, a capability the host withholds) -> :class:`TaskRefused` with a
   CamelCase reason.
 
+Checkpoint and restore (the engine's experimental API, CRIU) are in
+:mod:`swarmapply.agent.docker_checkpoint`.
+
 Guarantees: :meth:`DockerDriver.start` is idempotent per task uid (the containers are looked up
 by the ``swarmapply.io/task-uid`` label, and the container name ``<task>-<uid[:8]>`` makes the
 engine refuse a concurrent second create). It does not retry (the agent does), it applies no
@@ -588,6 +591,45 @@ class DockerDriver:
                 _unavailable(what, exc)
         except _TRANSPORT_ERRORS as exc:
             _unavailable(what, exc)
+        with self._lock:
+            self._finished.pop(container_id, None)
+
+    def checkpoint(self, container_id: str, directory: str, *, leave_running: bool) -> int:
+        """Checkpoint a running container with CRIU into ``directory``; returns its bytes.
+
+        Needs an engine started with ``--experimental`` and CRIU on its machine. A failed
+        checkpoint leaves the container running as it was. See
+        :mod:`swarmapply.agent.docker_checkpoint`.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            TaskRefused: ``CheckpointFailed`` (the engine's message and CRIU's log errors),
+                ``CheckpointUnsupported`` (no experimental API), ``ContainerNotFound``.
+        """
+        from swarmapply.agent import docker_checkpoint
+
+        return docker_checkpoint.checkpoint(self, container_id, directory, leave_running)
+
+    def restore(self, spec: ContainerSpec, directory: str) -> Observed:
+        """Create the container for ``spec`` and start it from the checkpoint in ``directory``.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            NetworkNotReady: The job's network does not exist yet.
+            TaskRefused: ``RestoreFailed`` (the engine's message and CRIU's log errors; the
+                container made for it is removed), ``CheckpointUnsupported``, or a reason
+                :meth:`start` refuses with (``ImageMissing``...).
+        """
+        from swarmapply.agent import docker_checkpoint
+
+        return docker_checkpoint.restore(self, spec, directory)
+
+    def observe(self, attrs: Mapping[str, Any]) -> Observed:
+        """An inspect answer as an :class:`Observed` (see :func:`observed_from_inspect`)."""
+        return observed_from_inspect(attrs)
+
+    def forget(self, container_id: str) -> None:
+        """Drop what is cached about a container (it changed behind the cache's back)."""
         with self._lock:
             self._finished.pop(container_id, None)
 

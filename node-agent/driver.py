@@ -8,18 +8,25 @@ for both and is tested without an engine.
 Errors: :class:`EngineUnavailable` (temporary: the engine is down or busy; the agent retries
 with backoff and marks its Node), :class:`NetworkNotReady` (temporary: the deployer has not
 created the job's network yet) and :class:`TaskRefused` (permanent for that task: a bad
-image, a refused setting; the task fails with the message as its reason). Anything else a
-driver raises is a bug and is logged with its traceback.
+image, a refused setting; the task fails with the message as its reason). Checkpoints and
+restores refuse with reasons of their own: ``CheckpointFailed`` (the engine or CRIU failed; the
+message carries their text), ``CheckpointUnsupported`` (the driver or engine cannot checkpoint
+at all), ``RestoreFailed``. Anything else a driver raises is a bug and is logged with its
+traceback.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from swarmapply.agent.model import ContainerSpec, NodeInfo, Observed
 from swarmapply.errors import PermanentError, TemporaryError
+
+log = logging.getLogger(__name__)
 
 
 class EngineUnavailable(TemporaryError):
@@ -93,6 +100,36 @@ class Driver(Protocol):
         """
         ...
 
+    def checkpoint(self, container_id: str, directory: str, *, leave_running: bool) -> int:
+        """Checkpoint a running container (CRIU) into ``directory``; returns its bytes on disk.
+
+        A checkpoint already in ``directory`` is replaced. With ``leave_running`` False the
+        container is stopped by the checkpoint (it stays, exited, until removed); when the
+        checkpoint fails the container is left running exactly as it was.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            TaskRefused: ``CheckpointFailed`` (the engine's and CRIU's message),
+                ``CheckpointUnsupported`` (this driver or engine cannot checkpoint),
+                ``ContainerNotFound``.
+        """
+        ...
+
+    def restore(self, spec: ContainerSpec, directory: str) -> Observed:
+        """Create the container for ``spec`` and start it from the checkpoint in ``directory``.
+
+        A container for ``spec.task_uid`` that has started already is returned as it is; one
+        that has not (created, exited) is replaced. A container left by a failed restore is
+        removed.
+
+        Raises:
+            EngineUnavailable: The engine cannot be reached.
+            NetworkNotReady: The job's network does not exist yet.
+            TaskRefused: ``RestoreFailed`` (the engine's and CRIU's message),
+                ``CheckpointUnsupported``, or any reason :meth:`start` refuses with.
+        """
+        ...
+
     def events(self, stop: threading.Event) -> Iterator[str]:
         """Task uids whose containers changed state, as the engine reports them, until stop.
 
@@ -102,4 +139,19 @@ class Driver(Protocol):
         ...
 
 
-__all__ = ["Driver", "EngineUnavailable", "NetworkNotReady", "TaskRefused"]
+def directory_bytes(directory: str) -> int:
+    """Bytes the files under ``directory`` take (their sizes summed; 0 when it is absent).
+
+    For drivers reporting a checkpoint's size, and agents measuring one they find on disk.
+    """
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError as exc:  # removed while counted
+                log.debug("checkpoint file %s: %s", os.path.join(root, name), exc)
+    return total
+
+
+__all__ = ["Driver", "EngineUnavailable", "NetworkNotReady", "TaskRefused", "directory_bytes"]

@@ -2,6 +2,9 @@
 
 See :mod:`swarmapply.agent.agent` for what each :class:`~swarmapply.agent.agent.NodeAgent`
 does in its round; this module decides when rounds happen. A single node is a group of one.
+
+Besides Tasks it watches Checkpoint objects (a new one asks for a round on the node its task
+is bound to) and lists the unfinished ones once per round, with the ClusterPolicies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from tenacity import wait_exponential
 from swarmapply.agent.agent import NodeAgent
 from swarmapply.agent.policy import cluster_policy
 from swarmapply.agent.sim import SimCluster, SimDriver
+from swarmapply.agent.steps import CHECKPOINT_FINISHED
 from swarmapply.api.store import Gone, Store
 from swarmapply.controllers.workqueue import strategy_delay
 
@@ -109,15 +113,23 @@ class AgentGroup:
         try:
             partition = self._tasks(names)
             policy = cluster_policy(self.store.list("ClusterPolicy").items)
+            checkpoints = [
+                c
+                for c in self.store.list("Checkpoint").items
+                if (c.get("status") or {}).get("phase") not in CHECKPOINT_FINISHED
+            ]
         except Exception:
-            log.exception("agent: could not list tasks and policies; retrying")
+            log.exception("agent: could not list tasks, policies and checkpoints; retrying")
             with self._lock:
                 self._dirty.update(names)
             return 0
         for name in names:
             agent = self._by_name[name]
             try:
-                agent.reconcile(partition.get(name, []), policy)
+                tasks = partition.get(name, [])
+                names_here = {t["metadata"]["name"] for t in tasks}
+                mine = [c for c in checkpoints if (c.get("spec") or {}).get("task") in names_here]
+                agent.reconcile(tasks, policy, mine)
             except Exception as exc:  # a store failure or a driver bug: logged, retried
                 log.exception("node %s: round failed", name)
                 agent.round_failed(exc)
@@ -149,7 +161,13 @@ class AgentGroup:
         """Run every agent until ``stop`` is set; returns after the helper threads ended and
         the node Leases were released."""
         threads = [
-            threading.Thread(target=self._watch, args=(stop,), name="agent-watch", daemon=True)
+            threading.Thread(target=self._watch, args=(stop,), name="agent-watch", daemon=True),
+            threading.Thread(
+                target=self._watch,
+                args=(stop, "Checkpoint"),
+                name="agent-watch-checkpoints",
+                daemon=True,
+            ),
         ]
         for label, source, node in self._event_sources():
             threads.append(
@@ -220,7 +238,7 @@ class AgentGroup:
                 log.warning("agent: driver events failed: %s; again in %.2fs", exc, delay)
                 stop.wait(delay)
 
-    def _watch(self, stop: threading.Event) -> None:
+    def _watch(self, stop: threading.Event, kind: str = "Task") -> None:
         since: int | None = None
         failures = 0
         backoff = wait_exponential(multiplier=0.05, max=5.0)
@@ -229,9 +247,12 @@ class AgentGroup:
                 if since is None:
                     since = self.store.revision()
                     self._mark_all()
-                for event in self.store.watch("Task", since, stop=stop, timeout=self.watch_timeout):
+                for event in self.store.watch(kind, since, stop=stop, timeout=self.watch_timeout):
                     since = max(since, event.revision)
-                    self._on_task(event.type, event.object)
+                    if kind == "Task":
+                        self._on_task(event.type, event.object)
+                    else:
+                        self._on_checkpoint(event.type, event.object)
                 failures = 0
             except Gone:
                 since = None
@@ -239,13 +260,25 @@ class AgentGroup:
                 failures += 1
                 since = None
                 delay = strategy_delay(backoff, failures)
-                log.warning("agent: task watch failed: %s; again in %.2fs", exc, delay)
+                log.warning("agent: %s watch failed: %s; again in %.2fs", kind, exc, delay)
                 stop.wait(delay)
 
     def _mark_all(self) -> None:
         with self._lock:
             self._dirty.update(self._by_name)
         self._wake.set()
+
+    def _on_checkpoint(self, type_: str, checkpoint: Mapping[str, Any]) -> None:
+        """A new or changed unfinished Checkpoint: a round for its task's node, if ours."""
+        if type_ == "DELETED":
+            return
+        if (checkpoint.get("status") or {}).get("phase") in CHECKPOINT_FINISHED:
+            return
+        task = str((checkpoint.get("spec") or {}).get("task", ""))
+        with self._lock:
+            node = self._where.get(task)
+        if node is not None:
+            self.mark(node)
 
     def _on_task(self, type_: str, task: Mapping[str, Any]) -> None:
         meta = task.get("metadata") or {}

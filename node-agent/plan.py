@@ -25,6 +25,15 @@ never started again here. Restarts are the job controller's (it replaces the Tas
 container that vanishes from under a Task that had one is reported Failed (``ContainerLost``)
 rather than silently started a second time.
 
+Migrations: while a Task carries a migration step (``status.migration``, see
+:mod:`swarmapply.agent.step_rules`) its usual handling is suspended: it is not started,
+and its container stopping or vanishing is not reported (a Stop or Checkpoint step takes the
+container away on purpose). A Start step on this node is planned here: a not-started container
+of the task (left by an earlier attempt) is removed and a new one started, the task is reported
+Running with the step ``done``, and a refusal is acknowledged in the step (``reason``/
+``message``) instead of failing the task. Stop, Checkpoint and Restore are carried out by
+:mod:`swarmapply.agent.steps`; a restored container is reported Running with the step ``done``.
+
 Refused settings: a Task that would give its container the host (see
 :mod:`swarmapply.agent.policy`) fails with reason ``RefusedSetting`` and a message naming the
 field, unless the ClusterPolicies allow it. The check is made before a container is started,
@@ -40,6 +49,15 @@ from typing import Any
 
 from swarmapply.agent.model import ContainerSpec, Observed, container_spec
 from swarmapply.agent.policy import NO_POLICY, Policy, refused_setting
+from swarmapply.agent.step_rules import (
+    RESTORE,
+    START,
+    Step,
+    migration_step,
+    step_failed,
+    suspends,
+    with_step,
+)
 from swarmapply.api.quantity import QuantityError, format_cpuset, format_memory, parse_cpuset
 from swarmapply.api.store.lifecycle import format_rfc3339, parse_time
 
@@ -106,6 +124,7 @@ def plan_node(
     *,
     now: str,
     policy: Policy = NO_POLICY,
+    fresh: frozenset[str] = frozenset(),
 ) -> NodePlan:
     """What to start, remove and resize on ``node``, and which Task statuses change.
 
@@ -116,6 +135,8 @@ def plan_node(
         observed: Every managed container the driver sees on this node.
         now: The current time (RFC 3339), for times the engine did not report.
         policy: What the ClusterPolicies allow tasks to do to the node.
+        fresh: Ids of containers started in this round (a migrated task's container that
+            ended at once is reported ended, not replaced as left over from an earlier try).
 
     Returns:
         The plan (see :class:`NodePlan` and the module docstring for the rules).
@@ -172,7 +193,12 @@ def plan_node(
             continue
         if not status.get("cpuset"):
             continue  # bound only in part; the scheduler writes node and cpuset together
-        new = _plan_task(task, container, node, now, policy, start, update)
+        step = migration_step(task)
+        if suspends(step):
+            assert step is not None
+            new = _plan_migrating(task, step, container, node, now, policy, fresh, start, remove)
+        else:
+            new = _plan_task(task, container, node, now, policy, start, update)
         if new is not None and new != status:
             statuses[name] = new
 
@@ -229,6 +255,51 @@ def _plan_task(
         reason, message = _error_reason(str(container.error))
         return _failed(status, reason, f"task {name}: {message}")
     return None  # a state this planner does not know (e.g. "removing"): look again later
+
+
+def _plan_migrating(
+    task: Mapping[str, Any],
+    step: Step,
+    container: Observed | None,
+    node: str,
+    now: str,
+    policy: Policy,
+    fresh: frozenset[str],
+    start: list[ContainerSpec],
+    remove: list[tuple[str, str]],
+) -> Object | None:
+    """The new status of a live Task bound here whose migration step suspends it."""
+    status = _status(task)
+    name = _name(task)
+    acting = step.node == node and not step.acknowledged
+    started = container is not None and container.state in STARTED
+    if acting and step.step in (START, RESTORE) and container is not None:
+        if started:
+            return with_step(_running(status, container, now), done=True)
+        if container.state in ENDED and container.container_id in fresh:
+            return with_step(_ended(status, container, task, now), done=True)
+    if not acting or step.step != START:
+        return _running(status, container, now) if started and container is not None else None
+    if container is not None and _missing(container, error=True):
+        reason, message = _error_reason(str(container.error))
+        return step_failed(status, reason, f"task {name}: {message}")
+    if container is not None and container.container_id not in fresh:
+        remove.append(
+            (
+                container.container_id,
+                f"task {name} starts afresh on node {node} for migration {step.migration}; "
+                f"its earlier container {container.container_id} ({container.state}) goes first",
+            )
+        )
+    refused = refused_setting(task, policy)
+    if refused is not None:
+        return step_failed(status, "RefusedSetting", f"task {name}: {refused}")
+    try:
+        start.append(container_spec(task))
+    except (ValueError, KeyError, TypeError) as error:
+        message = f"task {name}: cannot build its container: {error}"
+        return step_failed(status, "InvalidSpec", message)
+    return None
 
 
 def _running(status: Mapping[str, Any], container: Observed, now: str) -> Object:

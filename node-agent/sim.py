@@ -19,7 +19,9 @@ within ``poll`` seconds of the clock moving. Ends that passed before ``events`` 
 not reported (the agent resyncs when it starts).
 
 Not simulated: images, networks, ports and volumes (accepted and ignored), memory pressure
-(only :meth:`SimCluster.oom` kills), pausing, and engine outages.
+(only :meth:`SimCluster.oom` kills), pausing, engine outages, and checkpoints: ``checkpoint``
+and ``restore`` refuse with reason ``CheckpointUnsupported`` (a hollow container has no
+process to checkpoint), so migrations of sim tasks go cold.
 """
 
 from __future__ import annotations
@@ -362,6 +364,30 @@ class SimDriver:
     def remove(self, container_id: str) -> None:
         """Removes the container (running or not); an unknown id is fine."""
         self.cluster._remove(self.name, container_id)
+
+    def checkpoint(self, container_id: str, directory: str, *, leave_running: bool) -> int:
+        """Refuses: a hollow container has no process to checkpoint.
+
+        Raises:
+            TaskRefused: Always, with reason ``CheckpointUnsupported``.
+        """
+        raise TaskRefused(
+            "CheckpointUnsupported",
+            f"the sim driver cannot checkpoint container {container_id} of node {self.name} "
+            "(a hollow container has no process to checkpoint); migrate it cold",
+        )
+
+    def restore(self, spec: ContainerSpec, directory: str) -> Observed:
+        """Refuses: the sim driver takes no checkpoints, so it restores none.
+
+        Raises:
+            TaskRefused: Always, with reason ``CheckpointUnsupported``.
+        """
+        raise TaskRefused(
+            "CheckpointUnsupported",
+            f"the sim driver cannot restore task {spec.task} on node {self.name} from a "
+            f"checkpoint ({directory}); start it afresh instead",
+        )
 
     def events(self, stop: threading.Event) -> Iterator[str]:
         """Task uids of this node's containers as they end, until ``stop`` is set."""

@@ -56,14 +56,21 @@ def now_rfc3339() -> str:
 
 
 def parse_time(value: object) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable."""
+    """An RFC 3339 timestamp as an aware datetime; None when absent or unreadable.
+
+    Fractions of a second are kept to the microsecond (nanoseconds, as the Docker Engine
+    writes them, are cut).
+    """
     if not isinstance(value, str):
         return None
-    text = re.sub(r"\.[0-9]+", "", value.strip().upper()).replace("Z", "+00:00")
+    text = value.strip().upper().replace("Z", "+00:00")
+    fraction = re.search(r"\.([0-9]+)", text)
+    micros = int(fraction[1][:6].ljust(6, "0")) if fraction else 0
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime.fromisoformat(re.sub(r"\.[0-9]+", "", text))
     except ValueError:
         return None
+    when = when.replace(microsecond=micros)
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 

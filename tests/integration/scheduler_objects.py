@@ -218,21 +218,43 @@ def assert_allocation_invariant(store: Store) -> None:
     On every node: no core is held by two live (not Succeeded/Failed) bound tasks, every held
     core is a core of the node, and the memory reserved by live bound tasks is within the
     node's memory. Every Node object must also be valid against the schema.
+
+    A Migration that has not finished also holds, for each task it moves, the target reserved
+    for it until the task is bound there, and the task's old cores once it is bound elsewhere.
     """
     nodes = {n["metadata"]["name"]: n for n in store.list("Node").items}
     held: dict[str, dict[int, str]] = defaultdict(dict)
     memory: dict[str, int] = defaultdict(int)
-    for task in store.list("Task").items:
-        status = task.get("status") or {}
-        if status.get("phase") in FINISHED or not status.get("node"):
-            continue
-        name, node = task["metadata"]["name"], status["node"]
-        assert node in nodes, f"task {name} is bound to node {node}, which does not exist"
-        for core in parse_cpuset(status.get("cpuset") or ""):
+
+    def hold(node: str, cpuset: str, bytes_: int, name: str) -> None:
+        assert node in nodes, f"{name} holds cores on node {node}, which does not exist"
+        for core in parse_cpuset(cpuset):
             other = held[node].get(core)
             assert other is None, f"core {core} of node {node} is held by {other} and {name}"
             held[node][core] = name
-        memory[node] += int(status.get("memory", 0))
+        memory[node] += bytes_
+
+    tasks = {t["metadata"]["name"]: t for t in store.list("Task").items}
+    for name, task in tasks.items():
+        status = task.get("status") or {}
+        if status.get("phase") in FINISHED or not status.get("node"):
+            continue
+        hold(status["node"], status.get("cpuset") or "", int(status.get("memory", 0)), name)
+    for migration in store.list("Migration").items:
+        status = migration.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        for entry in status.get("tasks") or []:
+            task_status = (tasks.get(entry["task"]) or {}).get("status")
+            if task_status is None or task_status.get("phase") in FINISHED:
+                continue
+            what = f"migration {migration['metadata']['name']} of {entry['task']}"
+            bound, size = task_status.get("node"), int(entry.get("memory", 0))
+            target = entry.get("targetNode")
+            if target and entry.get("targetCpuset") and bound != target:
+                hold(entry["targetNode"], entry["targetCpuset"], size, what + " (target)")
+            if bound != entry["sourceNode"]:
+                hold(entry["sourceNode"], entry["sourceCpuset"], size, what + " (source)")
     for name, node in nodes.items():
         checked(node)
         capacity = (node.get("status") or {}).get("capacity") or {}

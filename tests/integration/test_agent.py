@@ -82,6 +82,14 @@ class CountingDriver:
         self._check()
         self.inner.remove(container_id)
 
+    def checkpoint(self, container_id: str, directory: str, *, leave_running: bool) -> int:
+        self._check()
+        return self.inner.checkpoint(container_id, directory, leave_running=leave_running)
+
+    def restore(self, spec: ContainerSpec, directory: str) -> Observed:
+        self._check()
+        return self.inner.restore(spec, directory)
+
     def events(self, stop: threading.Event) -> Iterator[str]:
         return self.inner.events(stop)
 
@@ -360,7 +368,7 @@ def test_an_agent_waits_for_a_crashed_holders_lease_to_expire(store: Store) -> N
             store.get("Node", "sim-0")  # nothing written while it stands by
         wait_for(lambda: _holder(store, "sim-0") == "next", 5, "the takeover after expiry")
         assert time.monotonic() - started >= 1.0
-        wait_for(lambda: ready(store.get("Node", "sim-0")) == "True", what="Ready")
+        wait_for(lambda: _ready(store, "sim-0") == "True", what="Ready")
     assert _holder(store, "sim-0") == "", "released on a clean stop"
 
 
@@ -524,6 +532,7 @@ def test_agent_command_runs_sim_nodes_and_stops_on_sigterm(
         (["--driver", "sim", "--reserved-cores", "0"], "--reserved-cores: only with"),
         (["--driver", "docker", "--reserved-cores", "3-1"], "--reserved-cores: "),
         (["--heartbeat", "0"], "--heartbeat: expected a number of seconds > 0, got '0'"),
+        (["--checkpoint-dir", "cp"], "--checkpoint-dir: expected an absolute path, got 'cp'"),
     ],
 )
 def test_agent_command_rejects_bad_options_in_one_line(

@@ -371,7 +371,7 @@ def test_other_kinds_admit_with_their_rules() -> None:
     checkpoint = (
         "apiVersion: swarmapply.io/v1\nkind: Checkpoint\nmetadata: {name: c}\nspec: {task: t}\n"
     )
-    assert only(checkpoint)["spec"] == {"task": "t", "leaveRunning": False}
+    assert only(checkpoint)["spec"] == {"task": "t", "leaveRunning": True}
     task = (
         "apiVersion: swarmapply.io/v1\nkind: Task\nmetadata: {name: web-a}\n"
         "spec: {job: web, image: x, cores: 1, memory: 1Gi, command: echo hi}\n"

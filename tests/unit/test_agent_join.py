@@ -278,3 +278,11 @@ def test_advertise_addr_goes_with_join_and_no_pull_with_docker() -> None:
         check_options(parse("--driver", "sim", "--advertise-addr", "eth1"))
     with pytest.raises(UsageError, match="--no-pull: only with --driver docker"):
         check_options(parse("--driver", "sim", "--no-pull"))
+
+
+def test_checkpoint_dir_defaults_and_must_be_absolute() -> None:
+    assert check_options(parse()).checkpoint_dir == "/var/lib/swarmapply/checkpoints"
+    sim = check_options(parse("--driver", "sim", "--checkpoint-dir", "/srv/cp"))
+    assert sim.checkpoint_dir == "/srv/cp"
+    with pytest.raises(UsageError, match="--checkpoint-dir: expected an absolute path"):
+        check_options(parse("--checkpoint-dir", "cp"))

@@ -498,7 +498,7 @@ def test_ttl_remaining() -> None:
     ("completion", "remaining"),
     [
         ("2026-01-02T04:04:05+01:00", 30.0),  # an offset is honoured
-        ("2026-01-02T03:04:05.750Z", 30.0),  # fractions of a second are ignored
+        ("2026-01-02T03:04:05.750Z", 30.75),  # fractions of a second count
         ("2026-01-02T03:04:05", 30.0),  # no zone: UTC
         ("yesterday", None),
         ("", None),
@@ -508,3 +508,15 @@ def test_ttl_reads_rfc3339_completion_times(completion: str, remaining: float | 
     job = make_job(ttlSecondsAfterFinished=60)
     job["status"] = {"phase": "Failed", "completionTime": completion}
     assert js.ttl_remaining(job, LATER) == remaining
+
+
+def test_cores_and_memory_changes_are_live_resizes_but_a_new_node_replaces() -> None:
+    job = make_job()
+    running = task(job, "a", "Running")
+    entry = job["spec"]["tasks"][0]
+    entry["cores"], entry["memory"] = 2, 1 << 28
+    assert jt.spec_change(running, jt.task_spec(job, entry)) == "update"
+    entry["cpuset"] = "0-1"
+    assert jt.spec_change(running, jt.task_spec(job, entry)) == "update"
+    entry["node"] = "elsewhere"
+    assert jt.spec_change(running, jt.task_spec(job, entry)) == "replace"

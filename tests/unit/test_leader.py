@@ -183,11 +183,12 @@ def test_parse_plugins() -> None:
 
 
 def test_known_controllers_and_loading() -> None:
-    assert list(known_controllers({})) == ["job", "scheduler", "deployer"]
+    assert list(known_controllers({})) == ["job", "scheduler", "deployer", "migrator"]
     assert list(known_controllers({PLUGINS_ENV: "extra=m:f"})) == [
         "job",
         "scheduler",
         "deployer",
+        "migrator",
         "extra",
     ]
     with pytest.raises(ControllerUnavailable):

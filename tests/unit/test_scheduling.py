@@ -15,6 +15,7 @@ from swarmapply.controllers.scheduling import (
     plan_pass,
 )
 from swarmapply.controllers.settings import SchedulerSettings
+from swarmapply.controllers.usage import Hold
 
 Object = dict[str, Any]
 MI = 1024**2
@@ -273,7 +274,7 @@ def test_overlapping_bound_tasks_are_reported_as_conflicts() -> None:
 def test_allocation_view_totals_and_core_map_in_natural_task_order() -> None:
     t2 = task("j", "t-2", 2)
     t10 = task("j", "t-10", 1)
-    view = allocation_view([(t10, frozenset({5}), 10), (t2, frozenset({1, 0}), 20)])
+    view = allocation_view([Hold(t10, frozenset({5}), 10), Hold(t2, frozenset({1, 0}), 20)])
     assert view == {
         "cores": 3,
         "memory": 30,

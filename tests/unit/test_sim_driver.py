@@ -273,3 +273,22 @@ def test_a_thousand_nodes_with_ten_thousand_tasks_are_cheap() -> None:
     assert total == 10_000 and cluster.running() == 10_000
     assert built < 10.0, f"starting 10,000 sim containers took {built:.2f}s"
     assert listed < 2.0, f"listing 1,000 sim nodes took {listed:.2f}s"
+
+
+def test_checkpoint_and_restore_are_unsupported_and_change_nothing(
+    n1: SimDriver, tmp_path: Any
+) -> None:
+    running = n1.start(spec("u1"))
+    with pytest.raises(TaskRefused) as refused:
+        n1.checkpoint(running.container_id, str(tmp_path / "cp"), leave_running=False)
+    assert refused.value.reason == "CheckpointUnsupported"
+    assert "the sim driver cannot checkpoint" in str(refused.value)
+    assert [(c.container_id, c.state) for c in n1.containers()] == [
+        (running.container_id, "running")
+    ]
+    with pytest.raises(TaskRefused) as refused:
+        n1.restore(spec("u2"), str(tmp_path / "cp"))
+    assert refused.value.reason == "CheckpointUnsupported"
+    assert "task task-u2" in str(refused.value)
+    assert len(n1.containers()) == 1
+    assert not (tmp_path / "cp").exists()
