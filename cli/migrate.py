@@ -256,6 +256,8 @@ def follow(
         try:
             for event in store.watch(kind, revision, timeout=remaining):
                 revision = event.revision
+                if time.monotonic() > deadline:
+                    break  # other objects keep changing: the deadline is checked above
                 if name_of(event.object) != name:
                     continue
                 if event.type == "DELETED":

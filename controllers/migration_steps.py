@@ -99,6 +99,11 @@ class View:
         return str(self.migration["metadata"]["name"])
 
     @property
+    def deleting(self) -> bool:
+        """The Migration is being deleted: it is called off as if a step had failed."""
+        return bool((self.migration.get("metadata") or {}).get("deletionTimestamp"))
+
+    @property
     def spec(self) -> Mapping[str, Any]:
         return self.migration.get("spec") or {}
 
@@ -177,6 +182,8 @@ def decide(view: View) -> Outcome:
     phase = view.status.get("phase")
     if phase in DONE:
         return Outcome(tasks=_cleared(view))
+    if view.deleting and phase in (None, "", "Pending", "Reserved"):
+        return _fail(view, "Deleted", "the Migration was deleted; nothing moved", _cleared(view))
     if not phase:
         return _start(view)
     if phase == "Reserved":
@@ -282,6 +289,15 @@ def _begin(view: View) -> Outcome:
                 f"task {entry['task']} stopped running before it moved",
                 _cleared(view),
             )
+        other = status.get("migration")
+        if other and other.get("name") != view.name:
+            message = f"task {entry['task']} is being moved by migration {other.get('name')}"
+            return _fail(view, "InvalidMigration", message, _cleared(view))
+        if status.get("cpuset") != entry["sourceCpuset"] or int(status.get("memory", 0)) != int(
+            entry.get("memory", 0)
+        ):
+            message = f"task {entry['task']} was resized while the target was reserved"
+            return _fail(view, "TaskChanged", message, _cleared(view))
         if view.marker(task) is None:
             marker = {"name": view.name, "step": step, "node": entry["sourceNode"]}
             writes[str(entry["task"])] = _with(status, migration=marker)
@@ -291,8 +307,11 @@ def _begin(view: View) -> Outcome:
     status = _with(
         view.status, phase=phase, mode=mode, reason=phase, message=f"{verb} on {sources}"
     )
-    if "reserve" not in (view.status.get("timings") or {}):
-        status = _timed(view, "reserve", status)
+    start = parse_time(view.status.get("startTime"))
+    if start is not None:  # reserving lasted until now: the step's clock starts here
+        timings = dict(view.status.get("timings") or {})
+        timings["reserve"] = round(max(0.0, view.now - start.timestamp()), 3)
+        status["timings"] = timings
     return Outcome(writes, status, recheck=view.step_timeout)
 
 
@@ -346,7 +365,9 @@ def _leave(view: View, phase: str) -> Outcome:
         elif not marker.get("done"):
             begun = begun or bool(marker.get("started"))
             dead = _file(view, name, str(entry["sourceNode"]), marker, pending, waiting) or dead
-    if writes:
+    if view.deleting:
+        failed.append("the Migration was deleted")
+    if writes and not view.deleting:
         return Outcome(writes, recheck=view.step_timeout)
     if moving == 0:
         return _fail(view, "TaskGone", "every task stopped running before it moved")
@@ -358,7 +379,7 @@ def _leave(view: View, phase: str) -> Outcome:
             if view.left(node) < 0
         ]
     if (failed or timed_out) and not begun:  # a step an agent has begun is waited for
-        if failed and live and view.spec.get("mode", "auto") == "auto":
+        if failed and live and not view.deleting and view.spec.get("mode", "auto") == "auto":
             return _fall_back_to_stop(view, "; ".join(failed))
         return _withdraw(view, "; ".join(failed + timed_out))
     if pending or waiting:
@@ -401,6 +422,7 @@ def _withdraw(view: View, why: str) -> Outcome:
             status = _with(status, **dict.fromkeys(_RUNTIME))
         writes[str(task["metadata"]["name"])] = status
     reason = "StepTimedOut" if "StepTimedOut" in why else "StepFailed"
+    reason = "Deleted" if view.deleting else reason
     return _fail(view, reason, f"nothing moved: {why}", writes)
 
 
@@ -457,7 +479,7 @@ def _arrive(view: View, phase: str) -> Outcome:
     pending: dict[str, str] = {}  # task -> node whose alive agent has not begun its step
     waiting: list[str] = []
     transferred = True
-    rolled_back = dead = False
+    rolled_back = dead = begun = False
     for entry in _entries(view):
         name = str(entry["task"])
         task = view.tasks.get(name)
@@ -474,9 +496,12 @@ def _arrive(view: View, phase: str) -> Outcome:
             failed.append(f"task {name}: {marker['reason']}: {marker.get('message', '')}")
             continue
         transferred = transferred and bool(marker.get("transferred"))
+        begun = begun or bool(marker.get("started"))
         dead = _file(view, name, str(entry["targetNode"]), marker, pending, waiting) or dead
     if rolled_back and not failed:
         failed.append("the move was rolled back")
+    if view.deleting:
+        failed.append("the Migration was deleted")
     if not failed:
         failed = [
             f"task {n}: StepTimedOut: the agent of its target did not start it within "
@@ -484,9 +509,12 @@ def _arrive(view: View, phase: str) -> Outcome:
             for n, node in pending.items()
             if view.left(node) < 0
         ]
+    if failed and begun:  # a step an agent has begun is waited for, then rolled back
+        return Outcome(recheck=view.recheck(list(pending.values()), dead))
     if failed:
         why = "; ".join(failed)
-        if phase != "Starting" and view.spec.get("mode", "auto") == "auto":
+        auto = view.spec.get("mode", "auto") == "auto" and not view.deleting
+        if phase != "Starting" and auto:
             return _fall_back_to_start(view, phase, why)
         return _roll_back(view, why)
     if pending or waiting:

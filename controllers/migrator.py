@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 COMPONENT = "migrator"
+#: Holds a Migration that has not finished, so that deleting it first calls the move off.
+FINALIZER = "swarmapply.io/migration"
 
 
 class StepConflict(TemporaryError):
@@ -79,6 +81,10 @@ class Migrator:
             migration = self.store.get("Migration", key)
         except NotFound:
             return
+        held = self._finalizer(migration)
+        if held is None:
+            return
+        migration = held
         tasks = self._tasks(migration)
         agents = {node: self._agent(node) for node in involved_nodes(migration)}
         view = View(
@@ -107,8 +113,30 @@ class Migrator:
             migration = written or migration
         for reason, message, type_ in outcome.events:
             record_event(self.store, migration, reason, message, component=COMPONENT, type_=type_)
+        if (outcome.status or {}).get("phase") in DONE and not outcome.tasks:
+            self._finalizer(migration)  # finished, and its steps are cleared: let it go
         if outcome.recheck is not None and self.requeue is not None:
             self.requeue(key, outcome.recheck)
+
+    def _finalizer(self, migration: Object) -> Object | None:
+        """Holds an unfinished Migration with :data:`FINALIZER`, so that deleting it calls the
+        move off first; releases a finished one. Returns the Migration as it is now (None when
+        it is gone)."""
+        meta = migration["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        done = (migration.get("status") or {}).get("phase") in DONE
+        if done and FINALIZER in finalizers:
+            finalizers.remove(FINALIZER)
+        elif not done and FINALIZER not in finalizers and not meta.get("deletionTimestamp"):
+            finalizers.append(FINALIZER)
+        else:
+            return migration
+        try:
+            return self.store.update({**migration, "metadata": {**meta, "finalizers": finalizers}})
+        except Conflict as exc:
+            raise StepConflict(f"Migration {meta['name']} changed meanwhile") from exc
+        except NotFound:
+            return None
 
     def _tasks(self, migration: Object) -> dict[str, Object]:
         spec = migration.get("spec") or {}

@@ -86,10 +86,17 @@ def _cores(value: Any) -> frozenset[int]:
 
 
 def wanted(task: Mapping[str, Any]) -> tuple[frozenset[int] | int, int]:
-    """What a task's spec asks for: its pinned cores (or how many cores) and memory in bytes."""
+    """What a task's spec asks for: its pinned cores (or how many cores) and memory in bytes.
+
+    A pin names cores of the task's ``spec.node``; on another node (the task was migrated)
+    only the number of cores counts.
+    """
     spec = task.get("spec") or {}
     pinned = spec.get("cpuset")
-    cores: frozenset[int] | int = _cores(pinned) if pinned else int(spec.get("cores", 1))
+    elsewhere = spec.get("node") and spec.get("node") != (task.get("status") or {}).get("node")
+    cores: frozenset[int] | int = int(spec.get("cores", 1))
+    if pinned:
+        cores = len(_cores(pinned)) if elsewhere else _cores(pinned)
     return cores, int(spec.get("memory", 0))
 
 
@@ -128,14 +135,22 @@ def _refit(
     return held | frozenset(sorted(free)[:more]), ""
 
 
-def moving(migrations: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The names of the tasks in Migrations that have not finished."""
+def moving(
+    migrations: Iterable[Mapping[str, Any]], tasks: Sequence[Mapping[str, Any]] = ()
+) -> frozenset[str]:
+    """The names of the tasks in Migrations that have not finished (with every task of the
+    jobs they move)."""
     names: set[str] = set()
+    jobs: set[str] = set()
     for migration in migrations:
         status = migration.get("status") or {}
         if status.get("phase") not in MIGRATION_DONE:
+            spec = migration.get("spec") or {}
             names.update(str(e.get("task")) for e in status.get("tasks") or [])
-            names.add(str((migration.get("spec") or {}).get("task") or ""))
+            names.add(str(spec.get("task") or ""))
+            jobs.add(str(spec.get("job") or ""))
+    jobs.discard("")
+    names.update(_name(t) for t in tasks if str((t.get("spec") or {}).get("job")) in jobs)
     return frozenset(names - {""})
 
 
@@ -147,7 +162,8 @@ def plan_resizes(
 ) -> tuple[list[Resize], list[ResizeWaiting]]:
     """The resizes that fit now and those that wait (see the module docstring)."""
     by_node = {_name(n): n for n in nodes}
-    frozen = moving(migrations)
+    migrations = list(migrations)
+    frozen = moving(migrations, tasks)
     resizes: list[Resize] = []
     waiting: list[ResizeWaiting] = []
     for task in sorted(tasks, key=_name):
@@ -215,9 +231,21 @@ def plan_reservations(
     by_task = {_name(t): t for t in tasks}
     reservations: list[Reservation] = []
     failures: list[Unreservable] = []
-    for migration in pending_migrations(migrations):
+    migrations = list(migrations)
+    waiting = pending_migrations(migrations)
+    taken = {  # task -> the Migration already moving it (reserved, or earlier in this pass)
+        str(e.get("task")): _name(m)
+        for m in migrations
+        if m not in waiting and (m.get("status") or {}).get("phase") not in MIGRATION_DONE
+        for e in (m.get("status") or {}).get("tasks") or []
+    }
+    for migration in waiting:
         name = _name(migration)
         entries = [dict(e) for e in (migration.get("status") or {}).get("tasks") or []]
+        busy = [f"{e['task']} (by {taken[e['task']]})" for e in entries if e["task"] in taken]
+        if busy:
+            failures.append(Unreservable(name, f"task {', '.join(busy)} is being moved already"))
+            continue
         gone = [
             str(e["task"])
             for e in entries
@@ -259,6 +287,7 @@ def plan_reservations(
                                       placed.memory, name))  # fmt: skip
         where = ", ".join(sorted({str(e["targetNode"]) for e in entries}))
         reservations.append(Reservation(name, tuple(entries), f"target reserved on {where}"))
+        taken.update({str(e["task"]): name for e in entries})
     return reservations, failures
 
 

@@ -119,10 +119,12 @@ class Scheduler:
             TemporaryError: A write conflicted or the store was unavailable; run again.
         """
         started = time.monotonic()
+        # Migrations before Tasks: an older view of a Migration beside newer Tasks holds more
+        # than needed (a move that just ended), never less (a rollback that just happened).
+        migrations = self.store.list("Migration").items
         nodes = self.store.list("Node").items
         tasks = self.store.list("Task").items
         jobs = self.store.list("Job").items
-        migrations = self.store.list("Migration").items
         plan = plan_pass(nodes, tasks, jobs, self.settings, self.clock(), migrations)
         for conflict in plan.conflicts:
             log.error("%s: invariant broken: %s", self.name, conflict)

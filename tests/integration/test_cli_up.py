@@ -234,7 +234,7 @@ def serving(sqlite_url: str, tmp_path: Path) -> Iterator[UpProcess]:
         def ready() -> bool:
             assert process.alive(), process.output()
             leases = holders(store)
-            wanted = ("controller-job", "controller-scheduler", "node-sim-0")
+            wanted = ("controller-job", "controller-scheduler", "controller-migrator", "node-sim-0")
             return all(leases.get(name) for name in wanted)
 
         wait_for(ready, 15, "up to start its controllers and agent")

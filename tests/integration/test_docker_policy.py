@@ -36,37 +36,35 @@ def inspect(cluster: Cluster, task: str) -> Object:
     return attrs
 
 
+def refused_job(cluster: Cluster, base: str, security: Object) -> str:
+    """Applies a job of one task asking for ``security``; returns the task's name.
+
+    One job per setting: a job fails with its first refused task and stops its other tasks,
+    which would then never be refused themselves.
+    """
+    job, path = cluster.job_manifest(
+        base, [{"name": "t", "command": ["true"], "securityContext": security}]
+    )
+    cluster.cli("apply", "-f", path)
+    return f"{job}-t"
+
+
 def test_host_settings_are_refused_without_a_policy_and_nothing_runs(cluster: Cluster) -> None:
     cluster.up()
-    job, path = cluster.job_manifest(
-        "owner",
-        [
-            {"name": "priv", "command": ["true"], "securityContext": {"privileged": True}},
-            {"name": "caps", "command": ["true"],
-             "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}},
-        ],
-    )  # fmt: skip
-    cluster.cli("apply", "-f", path)
-    assert refusal(cluster, f"{job}-priv").startswith(
-        f"task {job}-priv: spec.securityContext.privileged: a privileged container owns the host;"
+    priv = refused_job(cluster, "priv", {"privileged": True})
+    caps = refused_job(cluster, "caps", {"capabilities": {"add": ["SYS_ADMIN"]}})
+    net = refused_job(cluster, "net", {"hostNetwork": True})
+    pid = refused_job(cluster, "pid", {"hostPID": True})
+    assert refusal(cluster, priv).startswith(
+        f"task {priv}: spec.securityContext.privileged: a privileged container owns the host;"
     )
-    assert refusal(cluster, f"{job}-caps").startswith(
-        f"task {job}-caps: spec.securityContext.capabilities.add[0]: adding capability SYS_ADMIN"
+    assert refusal(cluster, caps).startswith(
+        f"task {caps}: spec.securityContext.capabilities.add[0]: adding capability SYS_ADMIN"
     )
-    task = cluster.task(f"{job}-priv")
-    assert "Refused" in [e["reason"] for e in events(cluster.store, task)]
-    cluster.wait_phase("Job", job, "Failed")
-
-    namespaces, path = cluster.job_manifest(
-        "spaces",
-        [
-            {"name": "net", "command": ["true"], "securityContext": {"hostNetwork": True}},
-            {"name": "pid", "command": ["true"], "securityContext": {"hostPID": True}},
-        ],
-    )
-    cluster.cli("apply", "-f", path)
-    assert "allowHostNetwork: true" in refusal(cluster, f"{namespaces}-net")
-    assert "allowHostPID: true" in refusal(cluster, f"{namespaces}-pid")
+    assert "Refused" in [e["reason"] for e in events(cluster.store, cluster.task(priv))]
+    cluster.wait_phase("Job", priv.removesuffix("-t"), "Failed")
+    assert "allowHostNetwork: true" in refusal(cluster, net)
+    assert "allowHostPID: true" in refusal(cluster, pid)
     assert cluster.containers() == []
 
 

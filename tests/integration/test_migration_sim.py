@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import pytest
+
 from swarmapply.agent.sim import SimCluster
 from swarmapply.api.store import NotFound, Store
 from swarmapply.controllers.job import build as build_job_controller
@@ -205,3 +207,52 @@ def test_a_migration_without_room_fails_and_nothing_moves(store: Store) -> None:
         assert status(store, "Task", "big-a")["containerID"] == before["containerID"]
         migrate(store, "big-a-2", task="nosuch")
         assert finished(store, "big-a-2")["reason"] == "InvalidMigration"
+
+
+def test_many_migrations_at_once_each_task_runs_once_and_no_core_is_given_twice(
+    store: Store,
+) -> None:
+    with control_plane(store, cores=16) as cluster:
+        jobs = [f"many-{i}" for i in range(12)]
+        for job in jobs:
+            store.create(checked(job_object(job, [task_entry("a", 1, 64 * MI, node="sim-0")])))
+        for job in jobs:
+            running_task(store, f"{job}-a")
+        for job in jobs:  # half to sim-1, half wherever the scheduler finds room
+            spec: dict[str, Any] = {"task": f"{job}-a", "mode": "cold"}
+            if int(job.rsplit("-", 1)[1]) % 2 == 0:
+                spec["toNode"] = "sim-1"
+            migrate(store, f"{job}-m", **spec)
+        results = [finished(store, f"{job}-m", 60) for job in jobs]
+        assert [r["phase"] for r in results] == ["Succeeded"] * len(jobs), results
+        for job, result in zip(jobs, results, strict=True):
+            task = running_task(store, f"{job}-a")
+            assert task["node"] == result["targetNode"] != "sim-0"
+            assert where(cluster, f"{job}-a") == {task["node"]: [task["cpuset"]]}
+        assert_allocation_invariant(store)
+
+
+def test_two_migrations_of_one_task_move_it_once_and_a_deleted_one_is_released(
+    store: Store,
+) -> None:
+    with control_plane(store) as cluster:
+        store.create(checked(job_object("twice", [task_entry("a", 1, 64 * MI)])))
+        before = running_task(store, "twice-a")
+        migrate(store, "twice-1", task="twice-a", mode="cold")
+        migrate(store, "twice-2", task="twice-a", mode="cold")
+        results = {name: finished(store, name) for name in ("twice-1", "twice-2")}
+        phases = sorted(r["phase"] for r in results.values())
+        assert phases == ["Failed", "Succeeded"], results
+        [failed] = [r for r in results.values() if r["phase"] == "Failed"]
+        assert "being moved" in failed["message"]
+        after = running_task(store, "twice-a")
+        assert after["node"] != before["node"]
+        assert list(where(cluster, "twice-a")) == [after["node"]]
+        for name in ("twice-1", "twice-2"):  # finished: the migrator lets them go
+            wait_for(
+                lambda n=name: not store.get("Migration", n)["metadata"].get("finalizers"),
+                what=f"migration {name} released",
+            )
+            store.delete("Migration", name)
+            with pytest.raises(NotFound):
+                store.get("Migration", name)

@@ -798,3 +798,71 @@ def test_a_finished_migration_clears_only_its_own_steps() -> None:
     out = w.decide()
     assert out == Outcome(tasks={"web-a": without(task("web-a")["status"])})
     assert w.marker("web-b") == {"name": "m0", "step": "Stop", "node": "n1"}
+
+
+# -- calling a move off, and moves that would collide ----------------------------------------------
+
+
+def deleting(w: World) -> None:
+    w.migration["metadata"]["deletionTimestamp"] = stamp(w.now)
+
+
+def test_a_migration_deleted_before_its_steps_moves_nothing() -> None:
+    w = started_world("cold")
+    deleting(w)
+    out = w.decide()
+    assert (w.status["phase"], w.status["reason"]) == ("Failed", "Deleted")
+    assert out.tasks == {} and w.marker() is None
+
+
+def test_a_migration_deleted_after_the_stop_starts_the_task_again_where_it_was() -> None:
+    w = started_world("cold")
+    w.decide()  # Stopping
+    w.ack(started=True, done=True)
+    deleting(w)
+    w.decide()
+    assert (w.status["phase"], w.status["reason"]) == ("Failed", "Deleted")
+    status = w.task_status()
+    assert status["node"] == "n1" and "migration" not in status and "containerID" not in status
+
+
+def test_a_migration_deleted_after_the_commit_rolls_back() -> None:
+    w = started_world("cold")
+    w.decide()
+    w.ack(started=True, done=True)
+    w.decide()  # committed: Starting on n2
+    deleting(w)
+    w.decide()
+    assert (w.status["phase"], w.status["reason"]) == ("Failed", "RolledBack")
+    assert (w.task_status()["node"], w.task_status()["cpuset"]) == ("n1", "0-1")
+
+
+def test_a_step_of_another_migration_is_never_overwritten() -> None:
+    w = started_world("cold")
+    w.tasks["web-a"]["status"]["migration"] = {"name": "other", "step": "Stop", "node": "n1"}
+    out = w.decide()
+    assert (w.status["phase"], w.status["reason"]) == ("Failed", "InvalidMigration")
+    assert "being moved by migration other" in w.status["message"]
+    assert out.tasks == {}
+    assert w.task_status()["migration"]["name"] == "other"
+
+
+def test_a_task_resized_while_its_target_was_reserved_is_not_moved() -> None:
+    w = started_world("cold")
+    w.tasks["web-a"]["status"]["cpuset"] = "0"
+    w.decide()
+    assert (w.status["phase"], w.status["reason"]) == ("Failed", "TaskChanged")
+
+
+def test_a_begun_restore_is_waited_for_before_a_sibling_rolls_back() -> None:
+    w = started_world("live", job=True)
+    w.decide()  # Checkpointing
+    for name in ("web-a", "web-b"):
+        w.ack(name, "Checkpoint", started=True, done=True, checkpoint=f"/c/{name}")
+    w.decide()  # committed: Transferring
+    w.ack("web-b", "Restore", started=True)
+    w.refuse("web-a", "Restore", "RestoreFailed", "no")
+    w.migration["spec"]["mode"] = "live"
+    out = w.decide()
+    assert out.status is None and out.tasks == {}  # web-b's restore is under way: wait
+    assert w.status["phase"] == "Transferring"

@@ -15,6 +15,7 @@ from swarmapply.controllers.refit import (
     plan_reservations,
     plan_resizes,
     resize_needed,
+    wanted,
 )
 from swarmapply.controllers.scheduling import Binding, plan_pass
 from swarmapply.controllers.settings import SchedulerSettings
@@ -517,3 +518,37 @@ def test_a_task_in_a_pending_migration_is_not_resized() -> None:
     m = migration("m1", [entry("web-a", "n1", "0-3")])
     plan = plan_pass(nodes, [shrinking], [job("web", {"web-a": 1})], SchedulerSettings(), T0, [m])
     assert plan.resizes == ()
+
+
+def test_two_pending_migrations_of_one_task_reserve_once() -> None:
+    first = {
+        "apiVersion": "swarmapply.io/v1",
+        "kind": "Migration",
+        "metadata": {"name": "m1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"task": "j-a"},
+        "status": {
+            "phase": "Pending",
+            "tasks": [{"task": "j-a", "sourceNode": "n1", "sourceCpuset": "0", "memory": 0}],
+        },
+    }
+    second = {**first, "metadata": {"name": "m2", "creationTimestamp": "2026-01-01T00:00:01Z"}}
+    task_a = {
+        "metadata": {"name": "j-a"},
+        "spec": {"job": "j", "cores": 1},
+        "status": {"phase": "Running", "node": "n1", "cpuset": "0", "memory": 0},
+    }
+    nodes = [node("n1"), node("n2")]
+    use = usage([task_a], [first, second])
+    reservations, failures = plan_reservations(use, nodes, [task_a], [first, second], "best-fit")
+    assert [r.migration for r in reservations] == ["m1"]
+    assert [(f.migration, f.message) for f in failures] == [
+        ("m2", "task j-a (by m1) is being moved already")
+    ]
+
+
+def test_a_pin_counts_only_on_its_own_node() -> None:
+    spec = {"job": "j", "cores": 2, "cpuset": "0-1", "node": "n1"}
+    here = {"metadata": {"name": "a"}, "spec": spec, "status": {"node": "n1", "cpuset": "0-1"}}
+    moved = {"metadata": {"name": "a"}, "spec": spec, "status": {"node": "n2", "cpuset": "4-5"}}
+    assert wanted(here) == (frozenset({0, 1}), 0)
+    assert wanted(moved) == (2, 0)
