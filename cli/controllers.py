@@ -36,6 +36,7 @@ from swarmapply.controllers.settings import (
     ControllerSettings,
     DeployerSettings,
     MigratorSettings,
+    NodeLifecycleSettings,
     SchedulerSettings,
 )
 
@@ -64,6 +65,9 @@ _OPTION_OF_FIELD = {
     "stats_interval": "--stats-interval",
     "docker_host": "--docker-host",
     "advertise_addr": "--swarm-advertise-addr",
+    "grace": "--node-grace",
+    "eviction_timeout": "--eviction-timeout",
+    "step_timeout": "--migration-step-timeout",
 }
 
 #: The longest renew interval; shorter leases renew four times per lease duration.
@@ -104,6 +108,10 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
                 swarm=not args.no_swarm,
                 advertise_addr=args.swarm_advertise_addr,
                 pull=not args.no_pull,
+            ),
+            node_lifecycle=NodeLifecycleSettings(
+                grace=option_seconds("--node-grace", args.node_grace, positive=True),
+                eviction_timeout=option_seconds("--eviction-timeout", args.eviction_timeout),
             ),
             migrator=MigratorSettings(
                 step_timeout=option_seconds(
@@ -198,6 +206,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
     )
     deployer.add_argument(
         "--no-pull", action="store_true", help="do not pull images the engine lacks"
+    )
+    parser.add_argument(
+        "--node-grace",
+        default=NodeLifecycleSettings.grace,
+        metavar="SECONDS",
+        help="a node whose agent has not renewed its heartbeat Lease for this long is NotReady "
+        f"(default {NodeLifecycleSettings.grace:g})",
+    )
+    parser.add_argument(
+        "--eviction-timeout",
+        default=NodeLifecycleSettings.eviction_timeout,
+        metavar="SECONDS",
+        help="the tasks of a node NotReady for this long fail with reason NodeLost and are "
+        f"replaced by their restart policy (default {NodeLifecycleSettings.eviction_timeout:g})",
     )
     parser.add_argument(
         "--migration-step-timeout",

@@ -2,11 +2,13 @@
 
 Prints plain, aligned text in a fixed layout (labels in one column, tables with a header row),
 so that scripts may look for a line such as ``Phase:`` or ``Pending because:``. Jobs, Tasks and
-Nodes get a summary of their spec and status, the tasks they own or run (a Node also gets a
-core map: which task holds which core) and, for a pending Job, why it is pending; a Migration
+Nodes get a summary of their spec and status, the tasks they own or run (a Node also gets its
+Swarm facts, its allocations and a core map: which task holds which core, marking cores held
+for a Migration) and, for a pending Job, why it is pending; a Migration
 shows each task's move (source and target node and cores), its stage timings and why it is in
 its phase; a Checkpoint where its files are; any other kind shows its spec and status as
-YAML. Conditions and Events (oldest first) follow for every kind.
+YAML. Conditions (for a Node with their last transition time) and Events (oldest first)
+follow for every kind.
 
 What it does not guarantee: the object, its tasks and its events are read one after another,
 not as of one revision, so a busy cluster may show them slightly out of step; the layout may
@@ -173,7 +175,7 @@ def describe(obj: Object, extra: Related) -> str:
     summary = _SUMMARIES.get(kind, _generic)
     summary(out, obj, extra)
     if info.has_status:
-        _conditions(out, status.get("conditions") or [])
+        _conditions(out, status.get("conditions") or [], transitions=kind == "Node")
     _events(out, extra.events)
     return out.text()
 
@@ -253,10 +255,33 @@ def _node(out: _Text, node: Object, extra: Related) -> None:
     out.field("Cores", capacity.get("cores"), 2)
     out.field("Memory", _memory(capacity.get("memory")), 2)
     out.section("Status")
+    out.field("Schedulable", "no (cordoned)" if spec.get("unschedulable") else "yes", 1)
+    out.field("Heartbeat", _timestamp(status.get("heartbeatTime")), 1)
+    out.field("Driver", status.get("driver"), 1)
+    out.section("Swarm", 1)
+    out.field("Role", status.get("role"), 2)
+    out.field("Node ID", status.get("swarmNodeID"), 2)
+    out.field("Engine version", status.get("engineVersion"), 2)
+    out.field("Address", status.get("address"), 2)
     out.section("Allocated", 1)
     out.field("Cores", f"{allocated.get('cores', 0)} ({allocated.get('cpuset') or 'none'})", 2)
     out.field("Memory", _memory(allocated.get("memory", 0)), 2)
-    out.field("Heartbeat", _timestamp(status.get("heartbeatTime")), 1)
+    entries = [e for e in allocated.get("tasks") or [] if isinstance(e, dict)]
+    out.table(
+        "Allocations",
+        ("TASK", "JOB", "CPUSET", "MEMORY", "HELD FOR"),
+        [
+            [
+                e.get("task"),
+                e.get("job"),
+                e.get("cpuset"),
+                _memory(e.get("memory")),
+                f"migration {e['migration']}" if e.get("migration") else "task",
+            ]
+            for e in entries
+        ],
+        1,
+    )
     out.table(
         "Bound tasks",
         ("NAME", "JOB", "PHASE", "CPUSET", "MEMORY"),
@@ -273,10 +298,19 @@ def _node(out: _Text, node: Object, extra: Related) -> None:
     )
     # The scheduler's recorded view when there is one, else what the bound tasks say.
     holders = [
-        {"metadata": {"name": entry.get("task", "?")}, "status": {"cpuset": entry.get("cpuset")}}
-        for entry in allocated.get("tasks") or []
+        {
+            "metadata": {"name": _holder(entry)},
+            "status": {"cpuset": entry.get("cpuset")},
+        }
+        for entry in entries
     ]
     out.table("Core map", ("CORE", "TASK"), core_map(capacity, holders or extra.tasks))
+
+
+def _holder(entry: Object) -> str:
+    """A core map holder: the task, marked when the cores are held for a Migration."""
+    task = str(entry.get("task", "?"))
+    return f"{task} (migration {entry['migration']})" if entry.get("migration") else task
 
 
 def _migration(out: _Text, migration: Object, extra: Related) -> None:
@@ -490,21 +524,24 @@ def _command(value: object) -> str:
     return str(value) if value else "<image default>"
 
 
-def _conditions(out: _Text, conditions: Sequence[Object]) -> None:
-    out.table(
-        "Conditions",
-        ("TYPE", "STATUS", "REASON", "MESSAGE", "AGE"),
+def _conditions(out: _Text, conditions: Sequence[Object], *, transitions: bool = False) -> None:
+    """The Conditions table; with ``transitions``, the last transition time as well."""
+    headers: tuple[str, ...] = ("TYPE", "STATUS", "REASON", "MESSAGE", "AGE")
+    rows: list[list[object]] = [
         [
-            [
-                c.get("type"),
-                c.get("status"),
-                c.get("reason"),
-                c.get("message"),
-                age(c.get("lastTransitionTime")),
-            ]
-            for c in conditions
-        ],
-    )
+            c.get("type"),
+            c.get("status"),
+            c.get("reason"),
+            c.get("message"),
+            age(c.get("lastTransitionTime")),
+        ]
+        for c in conditions
+    ]
+    if transitions:
+        headers += ("LAST TRANSITION",)
+        for row, c in zip(rows, conditions, strict=True):
+            row.append(c.get("lastTransitionTime"))
+    out.table("Conditions", headers, rows)
 
 
 def _events(out: _Text, events: Sequence[Object]) -> None:

@@ -34,6 +34,8 @@ COMMANDS = (
     "migrate",
     "update",
     "checkpoint",
+    "node",
+    "cluster",
     "simulate",
     "controllers",
     "agent",
@@ -53,6 +55,8 @@ EXAMPLES = """examples:
   swarmapply migrate task hello-server --to n2 --wait   move a running task (live or cold)
   swarmapply update task hello-server --cores 2        resize a running task in place
   swarmapply checkpoint task hello-server --wait       a CRIU checkpoint of a running task
+  swarmapply drain n3                    cordon n3 and move its tasks to other nodes
+  swarmapply cluster info                store, Swarm manager, nodes and controller leaders
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
   swarmapply controllers                 run the control loops (run several for failover)
   swarmapply agent --driver sim --nodes 10   run 10 hollow nodes (--driver docker: this engine)

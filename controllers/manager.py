@@ -61,6 +61,7 @@ REGISTRY: Mapping[str, str] = {
     "scheduler": "swarmapply.controllers.scheduler:build",
     "deployer": "swarmapply.controllers.deployer:build",
     "migrator": "swarmapply.controllers.migrator:build",
+    "nodes": "swarmapply.controllers.node_lifecycle:build",
 }
 
 #: Environment variable naming extra controllers: ``name=module:function,...``.

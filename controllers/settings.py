@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from swarmapply.controllers.node_health import NodeLifecycleSettings
 from swarmapply.controllers.placement_model import STRATEGIES
 
 
@@ -104,6 +105,7 @@ class ControllerSettings:
         scheduler: The scheduler's settings.
         deployer: The deployer's settings.
         migrator: The migrator's settings.
+        node_lifecycle: When a silent node is NotReady, and when its tasks are evicted.
     """
 
     workers: int = 2
@@ -114,6 +116,7 @@ class ControllerSettings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     deployer: DeployerSettings = field(default_factory=DeployerSettings)
     migrator: MigratorSettings = field(default_factory=MigratorSettings)
+    node_lifecycle: NodeLifecycleSettings = field(default_factory=NodeLifecycleSettings)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -126,4 +129,10 @@ class ControllerSettings:
             raise ValueError("renew_interval: expected 0 < renew_interval < lease_duration")
 
 
-__all__ = ["ControllerSettings", "DeployerSettings", "MigratorSettings", "SchedulerSettings"]
+__all__ = [
+    "ControllerSettings",
+    "DeployerSettings",
+    "MigratorSettings",
+    "NodeLifecycleSettings",
+    "SchedulerSettings",
+]

@@ -79,7 +79,10 @@ def test_unknown_controllers_are_a_usage_error(
     capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     err = usage_error(capsys, "controllers", "--only", "nosuch", "--store", store_url)
-    assert err == "error: unknown controller 'nosuch'; known: job, scheduler, deployer, migrator\n"
+    assert (
+        err
+        == "error: unknown controller 'nosuch'; known: job, scheduler, deployer, migrator, nodes\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -242,5 +245,5 @@ def test_every_registered_controller_is_the_default_set(
 
     monkeypatch.setattr("swarmapply.controllers.manager.ControllerManager.run", fake_run)
     assert main(["controllers", "--store", store_url]) == 0
-    assert recorded["names"] == ["job", "scheduler", "deployer", "migrator"]
+    assert recorded["names"] == ["job", "scheduler", "deployer", "migrator", "nodes"]
     capsys.readouterr()

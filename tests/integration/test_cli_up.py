@@ -39,6 +39,7 @@ from swarmapply.cli.up import (
     controllers_for,
     held_by_other,
 )
+from swarmapply.controllers.manager import known_controllers
 from tests.conftest import TEST_IMAGE
 from tests.integration.helpers import wait_for
 
@@ -234,8 +235,8 @@ def serving(sqlite_url: str, tmp_path: Path) -> Iterator[UpProcess]:
         def ready() -> bool:
             assert process.alive(), process.output()
             leases = holders(store)
-            wanted = ("controller-job", "controller-scheduler", "controller-migrator", "node-sim-0")
-            return all(leases.get(name) for name in wanted)
+            wanted = [f"controller-{name}" for name in known_controllers()] + ["node-sim-0"]
+            return all(leases.get(name) for name in wanted if name != "controller-deployer")
 
         wait_for(ready, 15, "up to start its controllers and agent")
         yield process

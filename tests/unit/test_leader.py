@@ -183,12 +183,13 @@ def test_parse_plugins() -> None:
 
 
 def test_known_controllers_and_loading() -> None:
-    assert list(known_controllers({})) == ["job", "scheduler", "deployer", "migrator"]
+    assert list(known_controllers({})) == ["job", "scheduler", "deployer", "migrator", "nodes"]
     assert list(known_controllers({PLUGINS_ENV: "extra=m:f"})) == [
         "job",
         "scheduler",
         "deployer",
         "migrator",
+        "nodes",
         "extra",
     ]
     with pytest.raises(ControllerUnavailable):
