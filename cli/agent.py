@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from swarmapply.agent.agent import DEFAULT_CHECKPOINT_DIR, NodeAgent
+from swarmapply.agent.agent import DEFAULT_CHECKPOINT_DIR, DEFAULT_FINISHED_AGE, NodeAgent
 from swarmapply.agent.group import AgentGroup
 from swarmapply.api.quantity import QuantityError, format_memory, parse_cpuset, parse_memory
 from swarmapply.api.store import redact_url
@@ -67,6 +67,7 @@ class AgentOptions:
         advertise_addr: The address or interface the engine advertises when it joins.
         pull: Pull images the engine lacks (docker).
         checkpoint_dir: The directory checkpoints are written below.
+        finished_age: Seconds the stopped container of a finished task is kept for its logs.
     """
 
     driver: str
@@ -81,6 +82,7 @@ class AgentOptions:
     advertise_addr: str | None = None
     pull: bool = True
     checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR
+    finished_age: float = DEFAULT_FINISHED_AGE
 
 
 def _count(option: str, text: str | None, default: int) -> int:
@@ -147,6 +149,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         help="do not pull images the engine lacks: such tasks fail with ImageMissing (docker)",
     )
     parser.add_argument(
+        "--finished-age",
+        default=DEFAULT_FINISHED_AGE,
+        metavar="SECONDS",
+        help="how long the stopped container of a finished task is kept for its logs "
+        f"(default {DEFAULT_FINISHED_AGE:g})",
+    )
+    parser.add_argument(
         "--checkpoint-dir",
         default=DEFAULT_CHECKPOINT_DIR,
         metavar="DIR",
@@ -176,6 +185,9 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
     resync = option_seconds("--resync", args.resync, positive=True)
     if args.name is not None and not args.name.strip():
         raise UsageError("--name: expected a name, got an empty string")
+    finished_age = option_seconds(
+        "--finished-age", getattr(args, "finished_age", None) or DEFAULT_FINISHED_AGE
+    )
     checkpoint_dir = str(getattr(args, "checkpoint_dir", None) or DEFAULT_CHECKPOINT_DIR)
     if not os.path.isabs(checkpoint_dir):
         raise UsageError(f"--checkpoint-dir: expected an absolute path, got {checkpoint_dir!r}")
@@ -197,7 +209,7 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
         return AgentOptions(
             args.driver, args.name, heartbeat, resync, reserved, join=join,
             advertise_addr=advertise, pull=not getattr(args, "no_pull", False),
-            checkpoint_dir=checkpoint_dir,
+            checkpoint_dir=checkpoint_dir, finished_age=finished_age,
         )  # fmt: skip
     if getattr(args, "join", False):
         raise UsageError("--join: only with --driver docker (hollow nodes join no Swarm)")
@@ -217,7 +229,7 @@ def check_options(args: argparse.Namespace) -> AgentOptions:
         raise UsageError(f"--memory: expected more than 0, got {args.memory}")
     return AgentOptions(
         args.driver, args.name, heartbeat, resync, reserved, nodes, cores, memory,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=checkpoint_dir, finished_age=finished_age,
     )  # fmt: skip
 
 
@@ -239,6 +251,7 @@ def build_group(ctx: Context, args: argparse.Namespace, client: Any = None) -> A
         "heartbeat": options.heartbeat,
         "resync": options.resync,
         "checkpoint_dir": options.checkpoint_dir,
+        "finished_age": options.finished_age,
     }
     if options.driver == "docker":
         from swarmapply.agent.docker_driver import DockerDriver

@@ -37,6 +37,7 @@ from swarmapply.controllers.settings import (
     DeployerSettings,
     MigratorSettings,
     NodeLifecycleSettings,
+    PrunerSettings,
     SchedulerSettings,
 )
 
@@ -68,6 +69,9 @@ _OPTION_OF_FIELD = {
     "grace": "--node-grace",
     "eviction_timeout": "--eviction-timeout",
     "step_timeout": "--migration-step-timeout",
+    "interval": "--prune-interval",
+    "finished_age": "--prune-finished-age",
+    "event_age": "--prune-event-age",
 }
 
 #: The longest renew interval; shorter leases renew four times per lease duration.
@@ -112,6 +116,11 @@ def build_settings(args: argparse.Namespace) -> ControllerSettings:
             node_lifecycle=NodeLifecycleSettings(
                 grace=option_seconds("--node-grace", args.node_grace, positive=True),
                 eviction_timeout=option_seconds("--eviction-timeout", args.eviction_timeout),
+            ),
+            pruner=PrunerSettings(
+                interval=option_seconds("--prune-interval", args.prune_interval, positive=True),
+                finished_age=option_seconds("--prune-finished-age", args.prune_finished_age),
+                event_age=option_seconds("--prune-event-age", args.prune_event_age),
             ),
             migrator=MigratorSettings(
                 step_timeout=option_seconds(
@@ -220,6 +229,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], **kw
         metavar="SECONDS",
         help="the tasks of a node NotReady for this long fail with reason NodeLost and are "
         f"replaced by their restart policy (default {NodeLifecycleSettings.eviction_timeout:g})",
+    )
+    parser.add_argument(
+        "--prune-interval",
+        default=PrunerSettings.interval,
+        metavar="SECONDS",
+        help=f"how often the pruner looks for garbage (default {PrunerSettings.interval:g})",
+    )
+    parser.add_argument(
+        "--prune-finished-age",
+        default=PrunerSettings.finished_age,
+        metavar="SECONDS",
+        help="containers of finished tasks are kept this long for their logs "
+        f"(default {PrunerSettings.finished_age:g})",
+    )
+    parser.add_argument(
+        "--prune-event-age",
+        default=PrunerSettings.event_age,
+        metavar="SECONDS",
+        help=f"Events older than this are removed (default {PrunerSettings.event_age:g})",
     )
     parser.add_argument(
         "--migration-step-timeout",

@@ -36,6 +36,7 @@ COMMANDS = (
     "checkpoint",
     "node",
     "cluster",
+    "prune",
     "simulate",
     "controllers",
     "agent",
@@ -57,6 +58,7 @@ EXAMPLES = """examples:
   swarmapply checkpoint task hello-server --wait       a CRIU checkpoint of a running task
   swarmapply drain n3                    cordon n3 and move its tasks to other nodes
   swarmapply cluster info                store, Swarm manager, nodes and controller leaders
+  swarmapply prune --dry-run             what the pruner would remove now
   swarmapply plan -f job.yaml            where a job would be placed now, writing nothing
   swarmapply controllers                 run the control loops (run several for failover)
   swarmapply agent --driver sim --nodes 10   run 10 hollow nodes (--driver docker: this engine)

@@ -69,7 +69,7 @@ WATCH_TIMEOUT = 1.0
 #: The phases after which a job does not change any more.
 FINISHED = ("Succeeded", "Failed")
 #: Controllers that act on the Docker Engine itself; not run for hollow (sim) nodes.
-ENGINE_CONTROLLERS = frozenset({"deployer"})
+ENGINE_CONTROLLERS = frozenset({"deployer", "pruner"})
 #: The default engine address, for messages.
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 

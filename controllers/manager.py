@@ -62,6 +62,7 @@ REGISTRY: Mapping[str, str] = {
     "deployer": "swarmapply.controllers.deployer:build",
     "migrator": "swarmapply.controllers.migrator:build",
     "nodes": "swarmapply.controllers.node_lifecycle:build",
+    "pruner": "swarmapply.controllers.pruner:build",
 }
 
 #: Environment variable naming extra controllers: ``name=module:function,...``.

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -47,7 +47,12 @@ from swarmapply.controllers.prune_plan import (
     plan_prune,
 )
 from swarmapply.controllers.settings import ControllerSettings
-from swarmapply.controllers.swarm import DockerEngine, EngineRefused, EngineUnavailable
+from swarmapply.controllers.swarm import (
+    DockerEngine,
+    EngineRefused,
+    EngineUnavailable,
+    engine_failure,
+)
 from swarmapply.errors import SwarmapplyError
 
 log = logging.getLogger(__name__)
@@ -97,19 +102,6 @@ class PruneEngine(Protocol):
         ...
 
 
-def _fail(what: str, exc: BaseException) -> NoReturn:
-    """Raise the typed error for a docker-py or transport exception (cause chained)."""
-    if isinstance(exc, docker.errors.APIError):
-        detail = str(exc.explanation or exc)
-        status = exc.status_code
-        if status is not None and 400 <= status < 500 and status != 409:
-            raise EngineRefused(f"{what}: the Docker Engine refused: {detail}") from exc
-        raise EngineUnavailable(f"{what}: the Docker Engine failed: {detail}") from exc
-    if isinstance(exc, docker.errors.DockerException):
-        raise EngineUnavailable(f"{what}: {exc}") from exc
-    raise EngineUnavailable(f"{what}: cannot reach the Docker Engine: {exc}") from exc
-
-
 def container_from_listing(entry: Mapping[str, Any]) -> ContainerInfo:
     """The :class:`ContainerInfo` of one entry of the engine's container list (pure)."""
     names = entry.get("Names") or []
@@ -147,7 +139,7 @@ class DockerPruneEngine:
         try:
             listing = self.engine.client.api.containers(all=True, filters=self._ours())
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail("listing containers", exc)
+            engine_failure("listing containers", exc)
         return [container_from_listing(e) for e in listing or []]
 
     def networks(self) -> list[NetworkEntry]:
@@ -155,7 +147,7 @@ class DockerPruneEngine:
         try:
             listing = self.engine.client.api.networks(filters=self._ours())
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail("listing networks", exc)
+            engine_failure("listing networks", exc)
         return [network_entry_from_listing(e) for e in listing or []]
 
     def remove_container(self, container_id: str) -> None:
@@ -167,9 +159,9 @@ class DockerPruneEngine:
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "in progress" in str(exc.explanation or ""):
                 return
-            _fail(f"removing container {container_id[:12]}", exc)
+            engine_failure(f"removing container {container_id[:12]}", exc)
         except _TRANSPORT_ERRORS as exc:
-            _fail(f"removing container {container_id[:12]}", exc)
+            engine_failure(f"removing container {container_id[:12]}", exc)
 
     def remove_network(self, network_id: str) -> None:
         """See :meth:`PruneEngine.remove_network` (gone already: fine)."""
@@ -178,7 +170,7 @@ class DockerPruneEngine:
         except docker.errors.NotFound:
             log.debug("network %s is gone already", network_id)
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail(f"removing network {network_id[:12]}", exc)
+            engine_failure(f"removing network {network_id[:12]}", exc)
 
 
 # --- one pass -------------------------------------------------------------------------------

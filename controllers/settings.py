@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from swarmapply.controllers.node_health import NodeLifecycleSettings
 from swarmapply.controllers.placement_model import STRATEGIES
+from swarmapply.controllers.prune_plan import PrunerSettings
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class ControllerSettings:
         deployer: The deployer's settings.
         migrator: The migrator's settings.
         node_lifecycle: When a silent node is NotReady, and when its tasks are evicted.
+        pruner: What the pruner removes, after how long, and how often it looks.
     """
 
     workers: int = 2
@@ -117,6 +119,7 @@ class ControllerSettings:
     deployer: DeployerSettings = field(default_factory=DeployerSettings)
     migrator: MigratorSettings = field(default_factory=MigratorSettings)
     node_lifecycle: NodeLifecycleSettings = field(default_factory=NodeLifecycleSettings)
+    pruner: PrunerSettings = field(default_factory=PrunerSettings)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -134,5 +137,6 @@ __all__ = [
     "DeployerSettings",
     "MigratorSettings",
     "NodeLifecycleSettings",
+    "PrunerSettings",
     "SchedulerSettings",
 ]

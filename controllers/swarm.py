@@ -236,7 +236,7 @@ def network_from_listing(entry: Mapping[str, Any]) -> NetworkInfo:
 # --- the docker-py adapter ----------------------------------------------------------------
 
 
-def _fail(what: str, exc: BaseException) -> NoReturn:
+def engine_failure(what: str, exc: BaseException) -> NoReturn:
     """Raise the typed error for a docker-py or transport exception (cause chained)."""
     if isinstance(exc, docker.errors.APIError):
         detail = str(exc.explanation or exc)
@@ -278,7 +278,7 @@ class DockerEngine:
                 else:
                     self._client = docker.from_env(version="auto")
             except (docker.errors.DockerException, *_TRANSPORT_ERRORS) as exc:
-                _fail("connecting", exc)
+                engine_failure("connecting", exc)
         return self._client
 
     def close(self) -> None:
@@ -292,7 +292,7 @@ class DockerEngine:
         try:
             info = self.client.info()
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail("docker info", exc)
+            engine_failure("docker info", exc)
         return swarm_facts_from_info(info)
 
     def init_swarm(self, advertise_addr: str | None) -> None:
@@ -301,14 +301,14 @@ class DockerEngine:
         try:
             self.client.api.init_swarm(advertise_addr=advertise_addr)
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail(what, exc)
+            engine_failure(what, exc)
 
     def worker_join_token(self) -> str:
         """See :meth:`Engine.worker_join_token`."""
         try:
             attrs = self.client.api.inspect_swarm()
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail("reading the Swarm's join tokens", exc)
+            engine_failure("reading the Swarm's join tokens", exc)
         token = (attrs.get("JoinTokens") or {}).get("Worker")
         if not token:
             raise EngineUnavailable("reading the Swarm's join tokens: the engine returned none")
@@ -319,7 +319,7 @@ class DockerEngine:
         try:
             listing = self.client.api.networks(names=[name])
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail(f"listing networks named {name!r}", exc)
+            engine_failure(f"listing networks named {name!r}", exc)
         return [network_from_listing(e) for e in listing or [] if e.get("Name") == name]
 
     def create_network(self, request: NetworkRequest) -> NetworkInfo:
@@ -341,7 +341,7 @@ class DockerEngine:
             )
             attrs = self.client.api.inspect_network(created["Id"])
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail(what, exc)
+            engine_failure(what, exc)
         return network_from_listing(attrs)
 
     def has_image(self, reference: str) -> bool:
@@ -351,7 +351,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return False
         except (docker.errors.APIError, *_TRANSPORT_ERRORS) as exc:
-            _fail(f"inspecting image {reference!r}", exc)
+            engine_failure(f"inspecting image {reference!r}", exc)
         return True
 
     def pull_image(self, reference: str) -> None:
@@ -364,7 +364,7 @@ class DockerEngine:
             detail = exc.explanation if isinstance(exc, docker.errors.APIError) else None
             raise ImagePullFailed(f"pulling image {reference!r}: {detail or exc}") from exc
         except _TRANSPORT_ERRORS as exc:
-            _fail(f"pulling image {reference!r}", exc)
+            engine_failure(f"pulling image {reference!r}", exc)
 
 
 __all__ = [
@@ -377,6 +377,7 @@ __all__ = [
     "NetworkInfo",
     "NetworkRequest",
     "SwarmFacts",
+    "engine_failure",
     "join_address",
     "network_from_listing",
     "swarm_facts_from_info",

@@ -89,6 +89,8 @@ COMPONENT = "node-agent"
 LEASE_PERIODS = 4
 #: Where checkpoints go unless the agent is told otherwise.
 DEFAULT_CHECKPOINT_DIR = "/var/lib/swarmapply/checkpoints"
+#: Seconds the stopped container of a finished task is kept for its logs.
+DEFAULT_FINISHED_AGE = 3600.0
 #: Reasons of a Failed task that mean it never ran because it was refused.
 REFUSED_REASONS = frozenset({"RefusedSetting", "InvalidSpec"})
 _WRITE_ATTEMPTS = 5
@@ -115,6 +117,8 @@ class NodeAgent:
         backoff_max: The longest wait, in seconds, before retrying a failed round.
         checkpoint_dir: The directory checkpoints are written below (migrations in
             ``<dir>/<migration>/<task>``, Checkpoint objects in ``<dir>/<checkpoint>``).
+        finished_age: Seconds the stopped container of a finished task is kept (for its logs)
+            after the task finished; None keeps it as long as the Task exists.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class NodeAgent:
         clock: Callable[[], float] = time.monotonic,
         backoff_max: float = 10.0,
         checkpoint_dir: str = DEFAULT_CHECKPOINT_DIR,
+        finished_age: float | None = DEFAULT_FINISHED_AGE,
     ) -> None:
         if driver_name not in ("docker", "sim"):
             raise ValueError(f"driver_name: expected docker or sim, got {driver_name!r}")
@@ -146,6 +151,7 @@ class NodeAgent:
         self.identity = identity or default_identity()
         self.clock = clock
         self.checkpoint_dir = checkpoint_dir
+        self.finished_age = finished_age
         self.starts = 0
         self.removes = 0
         self.updates = 0
@@ -416,7 +422,10 @@ class NodeAgent:
             self.round_failed(exc)
             return False
         stamp = now_rfc3339()
-        plan = plan_node(self.name, tasks, observed, now=stamp, policy=policy, fresh=restored)
+        plan = plan_node(
+            self.name, tasks, observed, now=stamp, policy=policy, fresh=restored,
+            finished_age=self.finished_age,
+        )  # fmt: skip
         seen = {o.container_id: o for o in observed}
         refused: dict[str, tuple[str, str]] = {}
         fresh = set(restored)
@@ -518,8 +527,9 @@ class NodeAgent:
                 task = {**task, "status": status}
             marked.append(task)
         again = plan_node(
-            self.name, marked, observed, now=stamp, policy=policy, fresh=frozenset(fresh)
-        )
+            self.name, marked, observed, now=stamp, policy=policy, fresh=frozenset(fresh),
+            finished_age=self.finished_age,
+        )  # fmt: skip
         return {**again.statuses, **statuses}
 
     def _write_statuses(self, tasks: Sequence[Object], statuses: Mapping[str, Object]) -> None:

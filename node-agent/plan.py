@@ -18,7 +18,8 @@ Guarantees:
 * At most one container per task uid survives; containers of Tasks that are gone, bound
   elsewhere or being deleted are removed, and so is a still-running container of a finished
   Task (its cores have been given back to the scheduler). Exited containers of finished Tasks
-  are kept for their logs; removing them is the pruner's job.
+  are kept for their logs, for ``finished_age`` seconds after the Task finished when the agent
+  is given one (the pruner does the same on the manager's engine).
 
 It does not restart anything: a failed container is reported (Failed with its exit code),
 never started again here. Restarts are the job controller's (it replaces the Task), and a
@@ -125,6 +126,7 @@ def plan_node(
     now: str,
     policy: Policy = NO_POLICY,
     fresh: frozenset[str] = frozenset(),
+    finished_age: float | None = None,
 ) -> NodePlan:
     """What to start, remove and resize on ``node``, and which Task statuses change.
 
@@ -137,6 +139,8 @@ def plan_node(
         policy: What the ClusterPolicies allow tasks to do to the node.
         fresh: Ids of containers started in this round (a migrated task's container that
             ended at once is reported ended, not replaced as left over from an earlier try).
+        finished_age: Seconds the stopped container of a finished Task is kept for its logs
+            after the Task's ``finishTime``; None keeps it as long as the Task exists.
 
     Returns:
         The plan (see :class:`NodePlan` and the module docstring for the rules).
@@ -188,6 +192,14 @@ def plan_node(
                         container.container_id,
                         f"task {name} is {status['phase']}; its container must not keep "
                         "running on cores the scheduler has given back",
+                    )
+                )
+            elif container is not None and _expired(status, now, finished_age):
+                remove.append(
+                    (
+                        container.container_id,
+                        f"task {name} finished more than {finished_age:g}s ago; its logs "
+                        "are no longer kept",
                     )
                 )
             continue
@@ -387,6 +399,14 @@ def _pick(containers: Sequence[Observed], recorded: object) -> Observed:
         return (c.state in STARTED, c.container_id == recorded, when, c.container_id)
 
     return max(containers, key=rank)
+
+
+def _expired(status: Mapping[str, Any], now: str, finished_age: float | None) -> bool:
+    """Whether a finished Task's ``finishTime`` is more than ``finished_age`` seconds old."""
+    finished, current = parse_time(status.get("finishTime")), parse_time(now)
+    if finished_age is None or finished is None or current is None:
+        return False
+    return (current - finished).total_seconds() > finished_age
 
 
 def _missing(container: Observed, *, error: bool) -> bool:

@@ -79,10 +79,8 @@ def test_unknown_controllers_are_a_usage_error(
     capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     err = usage_error(capsys, "controllers", "--only", "nosuch", "--store", store_url)
-    assert (
-        err
-        == "error: unknown controller 'nosuch'; known: job, scheduler, deployer, migrator, nodes\n"
-    )
+    known = "job, scheduler, deployer, migrator, nodes, pruner"
+    assert err == f"error: unknown controller 'nosuch'; known: {known}\n"
 
 
 @pytest.mark.parametrize(
@@ -245,5 +243,5 @@ def test_every_registered_controller_is_the_default_set(
 
     monkeypatch.setattr("swarmapply.controllers.manager.ControllerManager.run", fake_run)
     assert main(["controllers", "--store", store_url]) == 0
-    assert recorded["names"] == ["job", "scheduler", "deployer", "migrator", "nodes"]
+    assert recorded["names"] == ["job", "scheduler", "deployer", "migrator", "nodes", "pruner"]
     capsys.readouterr()

@@ -235,8 +235,9 @@ def serving(sqlite_url: str, tmp_path: Path) -> Iterator[UpProcess]:
         def ready() -> bool:
             assert process.alive(), process.output()
             leases = holders(store)
-            wanted = [f"controller-{name}" for name in known_controllers()] + ["node-sim-0"]
-            return all(leases.get(name) for name in wanted if name != "controller-deployer")
+            sim = controllers_for("sim", known_controllers())
+            wanted = [f"controller-{name}" for name in sim] + ["node-sim-0"]
+            return all(leases.get(name) for name in wanted)
 
         wait_for(ready, 15, "up to start its controllers and agent")
         yield process

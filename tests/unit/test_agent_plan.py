@@ -272,6 +272,18 @@ def test_a_finished_phase_is_never_changed() -> None:
     assert plan([done, failed], observed).empty, "exited containers of finished tasks are kept"
 
 
+def test_the_stopped_container_of_a_finished_task_goes_after_finished_age() -> None:
+    old = task(phase="Succeeded", containerID="c-1", exitCode=0, finishTime="2024-05-01T10:00:00Z")
+    recent = task("web-b", "u-b", phase="Failed", containerID="c-2", exitCode=1,
+                  finishTime="2024-05-01T11:59:00Z")  # fmt: skip
+    observed = [seen(state="exited"), seen("u-b", "exited", cid="c-2", name="web-b")]
+    result = plan([old, recent], observed, finished_age=3600)
+    assert [cid for cid, _ in result.remove] == ["c-1"]
+    assert "finished more than 3600s ago" in result.remove[0][1]
+    assert result.statuses == {}  # a finished task's status is never changed
+    assert plan([old, recent], observed).empty  # no age given: kept as long as the Task
+
+
 # -- resizing --------------------------------------------------------------------------------
 
 

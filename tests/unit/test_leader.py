@@ -183,13 +183,21 @@ def test_parse_plugins() -> None:
 
 
 def test_known_controllers_and_loading() -> None:
-    assert list(known_controllers({})) == ["job", "scheduler", "deployer", "migrator", "nodes"]
+    assert list(known_controllers({})) == [
+        "job",
+        "scheduler",
+        "deployer",
+        "migrator",
+        "nodes",
+        "pruner",
+    ]
     assert list(known_controllers({PLUGINS_ENV: "extra=m:f"})) == [
         "job",
         "scheduler",
         "deployer",
         "migrator",
         "nodes",
+        "pruner",
         "extra",
     ]
     with pytest.raises(ControllerUnavailable):
