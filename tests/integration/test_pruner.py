@@ -165,7 +165,7 @@ def test_the_controller_prunes_every_interval(tmp_path: Any) -> None:
     from swarmapply.api.store import open_store
 
     with open_store(f"sqlite:///{tmp_path}/state.db") as store:
-        settings = PrunerSettings(interval=0.05, event_age=0.3, engine=False)
+        settings = PrunerSettings(interval=0.05, event_age=2.0, engine=False)
         pruner = Pruner(store, None, settings)
         stop = threading.Event()
         thread = threading.Thread(target=pruner.run, args=(stop,), daemon=True)
@@ -174,7 +174,7 @@ def test_the_controller_prunes_every_interval(tmp_path: Any) -> None:
             make_event(store, "ages-soon", 0)
             wait_for(lambda: pruner.passes >= 2, what="two passes")
             assert exists(store, "Event", "ages-soon")  # not old yet
-            wait_for(lambda: not exists(store, "Event", "ages-soon"), timeout=5,
+            wait_for(lambda: not exists(store, "Event", "ages-soon"), timeout=10,
                      what="the Event pruned once it is event_age old")  # fmt: skip
         finally:
             stop.set()
