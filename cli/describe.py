@@ -260,6 +260,7 @@ def _node(out: _Text, node: Object, extra: Related) -> None:
     out.field("Driver", status.get("driver"), 1)
     out.section("Swarm", 1)
     out.field("Role", status.get("role"), 2)
+    out.field("State", status.get("swarmState"), 2)
     out.field("Node ID", status.get("swarmNodeID"), 2)
     out.field("Engine version", status.get("engineVersion"), 2)
     out.field("Address", status.get("address"), 2)

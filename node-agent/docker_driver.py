@@ -330,6 +330,7 @@ class DockerDriver:
             engine_version=str(facts["ServerVersion"]) if facts.get("ServerVersion") else None,
             swarm_node_id=str(swarm["NodeID"]) if in_swarm else None,
             role=("manager" if swarm.get("ControlAvailable") else "worker") if in_swarm else None,
+            swarm_state=str(swarm["LocalNodeState"]) if swarm.get("LocalNodeState") else None,
         )
 
     def containers(self) -> list[Observed]:

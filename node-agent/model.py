@@ -158,6 +158,7 @@ class NodeInfo:
         engine_version: The container engine's version.
         swarm_node_id: The node's id in Docker Swarm, if it is in one.
         role: ``manager`` or ``worker`` in the Swarm, if it is in one.
+        swarm_state: The engine's Swarm membership state (``active``, ``inactive``...).
     """
 
     name: str
@@ -167,6 +168,7 @@ class NodeInfo:
     engine_version: str | None = None
     swarm_node_id: str | None = None
     role: str | None = None
+    swarm_state: str | None = None
 
 
 def simulated_duration(spec: Mapping[str, Any]) -> float | None:

@@ -36,6 +36,7 @@ AGENT_FIELDS = (
     "engineVersion",
     "swarmNodeID",
     "role",
+    "swarmState",
     "heartbeatTime",
     "driver",
 )
@@ -88,6 +89,7 @@ def reported_status(
             ("engineVersion", info.engine_version),
             ("swarmNodeID", info.swarm_node_id),
             ("role", info.role),
+            ("swarmState", info.swarm_state),
         ):
             if value:
                 status[key] = value

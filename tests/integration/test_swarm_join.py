@@ -88,7 +88,7 @@ def test_an_agent_with_join_joins_the_swarm_the_deployer_made(
             30,
             "Node worker-1 registered with its Swarm node id",
         )
-        assert status["role"] == "worker"
+        assert status["role"] == "worker" and status["swarmState"] == "active"
         nodes = {n.id: n.attrs for n in manager_client.nodes.list()}
         assert len(nodes) == 2, nodes
         joined = nodes[status["swarmNodeID"]]
