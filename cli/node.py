@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from swarmapply.api.store import Conflict, Gone, NotFound, Store
-from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.cli.context import Context
 from swarmapply.cli.migrate import (
     DEFAULT_TIMEOUT,
@@ -42,6 +41,7 @@ from swarmapply.cli.migrate import (
 )
 from swarmapply.cli.usage import seconds_type
 from swarmapply.controllers.job_tasks import FINISHED, is_terminating, name_of
+from swarmapply.controllers.lease import live_holder, node_lease_name
 from swarmapply.errors import PermanentError, SwarmapplyError
 
 log = logging.getLogger(__name__)
@@ -401,13 +401,7 @@ open_manager: Callable[[str | None], SwarmManager] = DockerSwarmManager
 def lease_alive(lease: Mapping[str, Any], now: datetime | None = None) -> bool:
     """Whether a Lease's holder looks alive: a holder that renewed within the lease duration
     (by the wall clock, so clocks far apart mislead it) (pure but for the default ``now``)."""
-    spec = lease.get("spec") or {}
-    renewed = parse_time(spec.get("renewTime"))
-    duration = spec.get("leaseDurationSeconds")
-    if not spec.get("holderIdentity") or renewed is None or not isinstance(duration, int):
-        return False
-    elapsed = ((now or datetime.now(timezone.utc)) - renewed).total_seconds()
-    return elapsed <= duration
+    return live_holder(dict(lease), now or datetime.now(timezone.utc)) is not None
 
 
 def remove_node(
@@ -458,7 +452,7 @@ def remove_node(
 
 def _heartbeat_lease(ctx: Context, store: Store, node: str) -> None:
     """Deletes the node's heartbeat Lease if its agent is gone; warns if it still runs."""
-    lease_name = f"node-{node}"
+    lease_name = node_lease_name(node)
     try:
         lease = store.get("Lease", lease_name)
     except NotFound:

@@ -31,20 +31,19 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from swarmapply.agent.agent import lease_name as node_lease_name
 from swarmapply.agent.group import AgentGroup
 from swarmapply.api.admission import AdmittedObject
 from swarmapply.api.store import Gone, NotFound, Object, Store, redact_url
-from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.cli import agent as agent_command
 from swarmapply.cli.apply import add_file_arguments, admitted_for_apply, apply_all
 from swarmapply.cli.context import Context
 from swarmapply.cli.serving import serving
 from swarmapply.cli.usage import UsageError
-from swarmapply.controllers.lease import lease_record
+from swarmapply.controllers.lease import live_holder
 from swarmapply.controllers.manager import ControllerManager, known_controllers
 from swarmapply.controllers.settings import ControllerSettings
 from swarmapply.errors import PermanentError
@@ -235,13 +234,8 @@ def held_by_other(lease: Object, identity: str, now: datetime) -> str | None:
     Returns:
         The other holder's identity, or None when the Lease is free, ours or expired.
     """
-    record = lease_record(lease)
-    if not record.holder or record.holder == identity:
-        return None
-    renewed = parse_time(record.renew_time or record.acquire_time)
-    if renewed is None or now >= renewed + timedelta(seconds=record.duration_seconds):
-        return None
-    return record.holder
+    holder = live_holder(lease, now)
+    return holder if holder != identity else None
 
 
 # ------------------------------------------------------------------------ progress (pure)

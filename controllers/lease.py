@@ -5,7 +5,9 @@ renewed (``renewTime``, microsecond precision so that every renewal is a visible
 how long a holder keeps it without renewing (``leaseDurationSeconds``) and how often it changed
 holders (``leaseTransitions``). Functions here build the next Lease from the current one and
 judge, on the follower's own monotonic clock, whether a Lease has expired; they do no I/O.
-:mod:`swarmapply.controllers.leader` does the writing.
+:mod:`swarmapply.controllers.leader` does the writing. Node agents heartbeat through Leases
+of the same shape, named by :func:`node_lease_name`; :func:`live_holder` is the wall-clock
+judgement used where no earlier observation is at hand.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import secrets
 import socket
 import string
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from swarmapply.api.store import Object
+from swarmapply.api.store.lifecycle import parse_time
 
 LEASE_KIND = "Lease"
 API_VERSION = "swarmapply.io/v1"
@@ -77,6 +80,31 @@ def lease_record(lease: Object) -> LeaseRecord:
         renew_time=renew if isinstance(renew, str) else None,
         transitions=max(0, transitions) if isinstance(transitions, int) else 0,
     )
+
+
+#: The prefix of the Lease a node's agent renews as its heartbeat.
+NODE_LEASE_PREFIX = "node-"
+
+
+def node_lease_name(node: str) -> str:
+    """The name of the Lease a node's agent renews as its heartbeat: ``node-<name>``."""
+    return f"{NODE_LEASE_PREFIX}{node}"
+
+
+def live_holder(lease: Object, now: datetime) -> str | None:
+    """The Lease's holder if it renewed (or took) the Lease less than its duration before
+    ``now``, by the wall clock; None when nobody holds it or it expired (pure).
+
+    Timestamps written on another machine are compared with this one's clock, so clocks far
+    apart mislead it; leader election judges expiry by observation instead (:func:`observe`).
+    """
+    record = lease_record(lease)
+    renewed = parse_time(record.renew_time or record.acquire_time)
+    if not record.holder or renewed is None:
+        return None
+    if now >= renewed + timedelta(seconds=record.duration_seconds):
+        return None
+    return record.holder
 
 
 def lease_duration_seconds(lease_duration: float) -> int:

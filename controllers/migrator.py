@@ -23,13 +23,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.api.store.lifecycle import parse_time
 from swarmapply.controllers.events import record_event
 from swarmapply.controllers.job_tasks import FINISHED, JOB_LABEL
-from swarmapply.controllers.lease import lease_record, timestamp_now
+from swarmapply.controllers.lease import (
+    lease_record,
+    live_holder,
+    node_lease_name,
+    timestamp_now,
+)
 from swarmapply.controllers.migration_steps import DONE, View, decide, involved_nodes
 from swarmapply.controllers.runtime import Controller, SecondaryKind
 from swarmapply.controllers.settings import ControllerSettings, MigratorSettings
@@ -45,11 +51,6 @@ FINALIZER = "swarmapply.io/migration"
 
 class StepConflict(TemporaryError):
     """An object changed between the migrator's read and its write; decide again."""
-
-
-def node_lease(node: str) -> str:
-    """The name of the Lease a node's agent renews (``node-<name>``)."""
-    return f"node-{node}"
 
 
 def migration_of(task: Object) -> list[str]:
@@ -158,16 +159,14 @@ class Migrator:
         """Since when the node's agent holds its Lease, if it renewed it within the Lease's
         duration (seconds since the epoch); None when it is not alive."""
         try:
-            record = lease_record(self.store.get("Lease", node_lease(node)))
+            lease = self.store.get("Lease", node_lease_name(node))
         except NotFound:
             return None
-        renewed = parse_time(record.renew_time)
-        if not record.holder or renewed is None:
+        if live_holder(lease, datetime.fromtimestamp(self.clock(), timezone.utc)) is None:
             return None
-        if self.clock() - renewed.timestamp() > record.duration_seconds:
-            return None
-        acquired = parse_time(record.acquire_time)
-        return acquired.timestamp() if acquired is not None else renewed.timestamp()
+        record = lease_record(lease)
+        since = parse_time(record.acquire_time or record.renew_time)
+        return since.timestamp() if since is not None else None
 
     def _write(self, obj: Object, status: Object) -> Object | None:
         try:
@@ -266,4 +265,4 @@ def build(
     return MigratorLoops(migrations, checkpoints)
 
 
-__all__ = ["COMPONENT", "Migrator", "MigratorLoops", "build", "migration_of", "node_lease"]
+__all__ = ["COMPONENT", "Migrator", "MigratorLoops", "build", "migration_of"]

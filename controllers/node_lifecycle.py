@@ -36,6 +36,7 @@ from typing import Any
 
 from swarmapply.api.store import Conflict, NotFound, Store
 from swarmapply.controllers.events import record_event
+from swarmapply.controllers.lease import NODE_LEASE_PREFIX, node_lease_name
 from swarmapply.controllers.node_health import (
     NODE_LOST,
     NodeLifecycleSettings,
@@ -58,8 +59,6 @@ Object = dict[str, Any]
 NAME = "nodes"
 #: The component named in the Events it records.
 COMPONENT = "node-lifecycle"
-#: The prefix of node heartbeat Leases.
-LEASE_PREFIX = "node-"
 #: Seconds added to a requeue delay, so that the deadline has passed when the key is looked at.
 SLACK = 0.05
 
@@ -68,16 +67,11 @@ class NodeChanged(TemporaryError):
     """A Node or Task changed between the controller's read and its write; look again."""
 
 
-def node_lease(node: str) -> str:
-    """The name of a node's heartbeat Lease: ``node-<name>``."""
-    return f"{LEASE_PREFIX}{node}"
-
-
 def lease_keys(lease: Object) -> list[str]:
     """The Node a heartbeat Lease belongs to (a key mapper for the Lease watch)."""
     name = str((lease.get("metadata") or {}).get("name") or "")
-    node = name.removeprefix(LEASE_PREFIX)
-    return [node] if name.startswith(LEASE_PREFIX) and node else []
+    node = name.removeprefix(NODE_LEASE_PREFIX)
+    return [node] if name.startswith(NODE_LEASE_PREFIX) and node else []
 
 
 class NodeLifecycle:
@@ -122,7 +116,7 @@ class NodeLifecycle:
             sighting = sight(self._sightings.get(key), lease, now)
             self._sightings[key] = sighting
         decision = decide(
-            node, sighting, now, self.settings, stamp=rfc3339(now), lease=node_lease(key)
+            node, sighting, now, self.settings, stamp=rfc3339(now), lease=node_lease_name(key)
         )
         if decision.conditions is not None:
             status = {**(node.get("status") or {}), "conditions": decision.conditions}
@@ -143,7 +137,7 @@ class NodeLifecycle:
 
     def _lease(self, node: str) -> Object | None:
         try:
-            return self.store.get("Lease", node_lease(node))
+            return self.store.get("Lease", node_lease_name(node))
         except NotFound:
             return None
 
@@ -155,7 +149,7 @@ class NodeLifecycle:
             return
         now = self.clock()
         again = decide(
-            node, sighting, now, self.settings, stamp=rfc3339(now), lease=node_lease(name)
+            node, sighting, now, self.settings, stamp=rfc3339(now), lease=node_lease_name(name)
         )
         if not again.evict or again.not_ready is None:
             return  # it is Ready again, or a newer state says wait
@@ -238,5 +232,4 @@ __all__ = [
     "build",
     "lease_keys",
     "lifecycle_settings",
-    "node_lease",
 ]

@@ -73,6 +73,7 @@ from swarmapply.controllers.lease import (
     is_free,
     lease_duration_seconds,
     lease_record,
+    node_lease_name,
     observe,
     released_lease,
     renewed_lease,
@@ -96,9 +97,8 @@ REFUSED_REASONS = frozenset({"RefusedSetting", "InvalidSpec"})
 _WRITE_ATTEMPTS = 5
 
 
-def lease_name(node: str) -> str:
-    """The name of a node's heartbeat Lease."""
-    return f"node-{node}"
+#: The name of a node's heartbeat Lease (``node-<name>``; the node lifecycle reads it too).
+lease_name = node_lease_name
 
 
 class NodeAgent:

@@ -238,15 +238,8 @@ def _plan_task(
                 f"container {lost} of task {name} is gone from node {node}; it is not "
                 "started again here",
             )
-        refused = refused_setting(task, policy)
-        if refused is not None:
-            return _failed(status, "RefusedSetting", f"task {name}: {refused}")
-        try:
-            start.append(container_spec(task))
-        except (ValueError, KeyError, TypeError) as error:
-            message = f"task {name}: cannot build its container: {error}"
-            return _failed(status, "InvalidSpec", message)
-        return None
+        cannot = _queue_start(task, policy, start)
+        return _failed(status, *cannot) if cannot is not None else None
     if container.state in STARTED:
         want_cpuset = str(status["cpuset"])
         want_memory = _memory(task)
@@ -303,14 +296,23 @@ def _plan_migrating(
                 f"its earlier container {container.container_id} ({container.state}) goes first",
             )
         )
+    cannot = _queue_start(task, policy, start)
+    return step_failed(status, *cannot) if cannot is not None else None
+
+
+def _queue_start(
+    task: Mapping[str, Any], policy: Policy, start: list[ContainerSpec]
+) -> tuple[str, str] | None:
+    """Appends the task's container to ``start``; or ``(reason, message)`` why it must not run
+    (a setting the policy refuses, or a spec no container can be built from)."""
+    name = _name(task)
     refused = refused_setting(task, policy)
     if refused is not None:
-        return step_failed(status, "RefusedSetting", f"task {name}: {refused}")
+        return "RefusedSetting", f"task {name}: {refused}"
     try:
         start.append(container_spec(task))
     except (ValueError, KeyError, TypeError) as error:
-        message = f"task {name}: cannot build its container: {error}"
-        return step_failed(status, "InvalidSpec", message)
+        return "InvalidSpec", f"task {name}: cannot build its container: {error}"
     return None
 
 
