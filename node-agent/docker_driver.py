@@ -262,6 +262,7 @@ class DockerDriver:
         return self._name
 
     def _engine_info(self) -> dict[str, Any]:
+        self._drop_idle_connections()
         try:
             info: dict[str, Any] = self.client.info()
         except docker.errors.APIError as exc:
@@ -269,6 +270,31 @@ class DockerDriver:
         except _TRANSPORT_ERRORS as exc:
             _unavailable("docker info", exc)
         return info
+
+    def _drop_idle_connections(self) -> None:
+        """Make the next call open a new connection to the engine.
+
+        An engine that shuts down closes its listening socket first, then stops its containers
+        (up to their stop timeout), and meanwhile still answers on connections already open.
+        Only a new connection tells that it is going away: so ``docker info`` (each heartbeat)
+        and the check of a container seen ending (:meth:`_confirm_serving`) use one. Streams
+        under way (the event stream) keep their connection.
+        """
+        self.client.api.close()
+
+    def _confirm_serving(self, what: str) -> None:
+        """Raise :class:`EngineUnavailable` unless the engine takes a new connection.
+
+        A container killed by its engine's shutdown has not failed by itself: its node is
+        going down, and the task is to be reported lost with it, not failed with exit 137.
+        """
+        self._drop_idle_connections()
+        try:
+            self.client.api.ping()
+        except docker.errors.APIError as exc:
+            _unavailable(what, exc)
+        except _TRANSPORT_ERRORS as exc:
+            _unavailable(what, exc)
 
     def _engine_is_local(self) -> bool:
         base_url = str(self.client.api.base_url)
@@ -342,7 +368,9 @@ class DockerDriver:
         once and then served from a cache while its list entry's state and exit code stay the
         same; so a node keeping many finished containers costs about one call per resync.
         (A finished container restarted and finished again with the same code between two
-        calls is reported with its old times.)
+        calls is reported with its old times.) When a container is seen finished for the first
+        time, a ping on a new connection checks that the engine is not shutting down (see
+        :meth:`_drop_idle_connections`); if it is, nothing is reported.
 
         Raises:
             EngineUnavailable: The engine cannot be reached.
@@ -350,6 +378,7 @@ class DockerDriver:
         entries = self._list([f"{MANAGED_BY}={MANAGER}", f"{NODE_NAME}={self.name}"])
         observed: list[Observed] = []
         seen: set[str] = set()
+        ended = False
         for entry in entries:
             container_id = str(entry["Id"])
             seen.add(container_id)
@@ -365,6 +394,7 @@ class DockerDriver:
                 continue
             current = observed_from_inspect(attrs)
             observed.append(current)
+            ended = ended or current.state in _TERMINAL
             with self._lock:
                 if current.state in _TERMINAL and entry.get("State") in _TERMINAL:
                     self._finished[container_id] = (key, current)
@@ -373,6 +403,8 @@ class DockerDriver:
         with self._lock:
             for gone in set(self._finished) - seen:
                 del self._finished[gone]
+        if ended:  # seen ending just now: not by the engine's own shutdown?
+            self._confirm_serving("listing containers")
         return observed
 
     def _find(self, task_uid: str) -> dict[str, Any] | None:

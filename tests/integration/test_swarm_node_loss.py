@@ -223,6 +223,12 @@ def test_a_stopped_engine_loses_its_node_until_it_starts_again(
             and t["involvedObject"]["name"] == before["metadata"]["name"]
         ]
         assert lost, "the old task was failed with reason NodeLost"
+        failed = [
+            e["message"]
+            for e in store.list("Event").items
+            if e["reason"] == "Failed" and e["involvedObject"]["name"] == before["metadata"]["name"]
+        ]
+        assert not failed, f"the engine's shutdown was reported as the task's failure: {failed}"
 
         engine.start_engine()
         wait_ready(store, [LOST])
