@@ -38,6 +38,8 @@ __all__ = [
     "FieldError",
     "admit",
     "admit_paths",
+    "is_manifest_name",
+    "manifest_files",
     "admit_paths_requests",
     "admit_requests",
     "parse_documents",
@@ -371,6 +373,24 @@ def _directory_files(directory: str, recursive: bool) -> list[str]:
             if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
                 files += _directory_files(entry.path, recursive)
     return files
+
+
+def manifest_files(directory: str, recursive: bool = True) -> list[str]:
+    """The manifest files a directory holds, as apply and sync read them.
+
+    Its ``*.yaml``, ``*.yml`` and ``*.json`` files in name order, skipping hidden files and
+    editor leftovers (``.#x``, ``x~``, ``*.swp``...); ``recursive`` descends into non-hidden
+    subdirectories (symbolic links to directories are not followed).
+
+    Raises:
+        OSError: The directory cannot be listed.
+    """
+    return _directory_files(directory, recursive)
+
+
+def is_manifest_name(name: str) -> bool:
+    """Whether a file of this base name is a manifest a directory read would include."""
+    return _is_manifest_name(name)
 
 
 def _read_all(

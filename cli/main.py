@@ -25,6 +25,7 @@ from swarmapply.errors import SwarmapplyError
 COMMANDS = (
     "up",
     "apply",
+    "sync",
     "diff",
     "get",
     "describe",
