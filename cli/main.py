@@ -39,6 +39,8 @@ COMMANDS = (
     "cluster",
     "prune",
     "simulate",
+    "stress",
+    "report",
     "controllers",
     "agent",
     "plan",
@@ -53,7 +55,10 @@ EXAMPLES = """examples:
   swarmapply get jobs                    list jobs as a table
   swarmapply describe job hello          status, tasks and events of a job
   swarmapply wait job/hello --for=phase=Succeeded --timeout 5m
+  swarmapply sync jobs/ --watch --prune  keep the cluster equal to a directory (GitOps)
   swarmapply simulate --nodes nodes.yaml -f jobs.yaml --strategy all   compare strategies
+  swarmapply stress --pattern steady --rate 2 --duration 60 --interval 5 --template job.yaml
+  swarmapply report runs/* --out plots/  plots and a summary table of stress runs
   swarmapply migrate task hello-server --to n2 --wait   move a running task (live or cold)
   swarmapply update task hello-server --cores 2        resize a running task in place
   swarmapply checkpoint task hello-server --wait       a CRIU checkpoint of a running task

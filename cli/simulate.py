@@ -54,8 +54,14 @@ def number(value: float) -> float | int:
     return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
 
 
-def result_json(result: SimResult) -> dict[str, Any]:
-    """The ``-o json`` document of one simulation (numbers rounded, see :func:`number`)."""
+def result_json(
+    result: SimResult, jobs: Sequence[SimJob] = (), nodes: Sequence[NodeState] = ()
+) -> dict[str, Any]:
+    """The ``-o json`` document of one simulation (numbers rounded, see :func:`number`).
+
+    ``jobs`` and ``nodes`` (the simulation's input) add each job's submit time (``jobs``) and
+    the cluster's core count (``capacityCores``), which ``swarmapply report`` plots from.
+    """
     metrics = result.metrics
     shown: dict[str, Any] = {
         "makespan": number(metrics.makespan),
@@ -81,6 +87,8 @@ def result_json(result: SimResult) -> dict[str, Any]:
         ],
         "unscheduled": list(result.unscheduled),
         "metrics": shown,
+        "jobs": [{"job": job.request.name, "submitted": number(job.submit_at)} for job in jobs],
+        "capacityCores": sum(len(node.cores) for node in nodes),
     }
 
 
@@ -297,7 +305,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         for strategy in strategies
     ]
     if args.output == "json":
-        docs = [result_json(r) for r in results]
+        docs = [result_json(r, jobs, nodes) for r in results]
         ctx.out(json.dumps(docs if args.strategy == "all" else docs[0], indent=2))
     elif args.strategy == "all":
         ctx.out(comparison_table(results))

@@ -42,7 +42,11 @@ def test_json_shape_for_one_strategy(capsys: pytest.CaptureFixture[str]) -> None
     code, out, err = run(capsys, "simulate", "--nodes", NODES, "-f", JOBS, "-o", "json")
     assert (code, err) == (0, "")
     doc = json.loads(out)
-    assert set(doc) == {"strategy", "placements", "unscheduled", "metrics"}
+    assert set(doc) == {
+        "strategy", "placements", "unscheduled", "metrics", "jobs", "capacityCores"
+    }  # fmt: skip
+    assert {j["job"] for j in doc["jobs"]} >= {p["job"] for p in doc["placements"]}
+    assert doc["capacityCores"] > 0
     assert doc["strategy"] == "best-fit"
     assert set(doc["metrics"]) == {
         "makespan",

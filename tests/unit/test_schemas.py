@@ -491,6 +491,8 @@ def test_the_example_directory_admits_as_a_whole() -> None:
         ("Job", "pinned"),
         ("Job", "probe"),
         ("Job", "report"),
+        ("Job", "stress-docker"),
+        ("Job", "stress-sim"),
         ("Job", "talk"),
         ("Job", "talk-restfulswarm"),
         ("Job", "train"),
