@@ -268,9 +268,9 @@ class Syncer:
                 self.err(f"error: {name} ({desired.file}): {exc}")
                 return "failed"
             self._known.add(key)
-            self._say(f"{name} {action}{self._suffix(desired.file)}", action)
             if action in ("repaired", "recreated"):
                 self._drift_event(written, action, desired.file)
+            self._say(f"{name} {action}{self._suffix(desired.file)}", action)
             return action
         self.err(f"error: {name} ({desired.file}): changing faster than sync could follow")
         return "failed"

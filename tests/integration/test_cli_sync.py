@@ -242,8 +242,12 @@ def test_drift_is_repaired_with_an_event(store: Store, tmp_path: Path) -> None:
         wait_for(lambda: get(store, "b"), FOLLOW, "b recreated")
         wait_for(lambda: "job.swarmapply.io/b recreated (b.yaml)" in w.lines, FOLLOW, "b line")
         assert "job.swarmapply.io/a repaired (a.yaml)" in w.lines
-        events = {(e["involvedObject"]["name"], e["reason"]) for e in store.list("Event").items}
-        assert {("a", "DriftRepaired"), ("b", "DriftRepaired")} <= events
+
+        def events() -> set[tuple[str, str]]:
+            return {(e["involvedObject"]["name"], e["reason"]) for e in store.list("Event").items}
+
+        wanted = {("a", "DriftRepaired"), ("b", "DriftRepaired")}
+        wait_for(lambda: wanted <= events(), FOLLOW, "both DriftRepaired Events")
         messages = [e["message"] for e in store.list("Event").items]
         assert any("was changed out of band" in m for m in messages), messages
         assert any("was deleted out of band" in m for m in messages), messages
