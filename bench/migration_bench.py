@@ -569,12 +569,25 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"skipped: {why}")
         return 0
+    code, results = run_measured(args.rounds)
+    print()
+    for line in report_lines(results, args.rounds):
+        print(line)
+    return code
+
+
+def run_measured(rounds: int) -> tuple[int, Results]:
+    """Builds the cluster, measures, and tears everything down (see :func:`main`).
+
+    Call :func:`preflight` first. Returns the exit code (0 measured, 1 a part failed, 130
+    interrupted) and what was measured, with cleanup problems in the notes.
+    """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     results = Results()
     code = 0
     nodes = SwarmNodes.new()
     try:
-        measure(nodes, args.rounds, results)
+        measure(nodes, rounds, results)
         if results.auto is not None and results.auto.error:
             code = 1
     except KeyboardInterrupt:
@@ -590,10 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             problems = nodes.remove()
         signal.signal(signal.SIGTERM, previous)
     results.notes += [f"cleanup: {p}" for p in problems]
-    print()
-    for line in report_lines(results, args.rounds):
-        print(line)
-    return code
+    return code, results
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import random
 import sqlite3
 import sys
@@ -554,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         help="start no further run of an implementation after this many seconds",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--json", metavar="OUT", help="also write the rows and notes to this file")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.nodes.split(",") if s.strip()]
@@ -572,30 +574,67 @@ def main(argv: list[str] | None = None) -> int:
         f"placement_bench: nodes {', '.join(map(str, sizes))}, strategies "
         f"{', '.join(strategies)}, seed {args.seed}, Python {sys.version.split()[0]}"
     )
-    scheduler, missing = scheduler_class() if args.e2e else (None, None)
-    results: Rows = []
-    notes: list[str] = []
-    if args.e2e and scheduler is None:
-        notes.append(f"end to end: scheduler not available ({missing})")
-        print(notes[-1], flush=True)
-    for size in sizes:
-        work = make_workload(size, args.jobs, args.seed)
-        rows_, notes_ = bench_core(work, strategies, repeats, args.max_seconds)
-        results += rows_
-        notes += notes_
-        if scheduler is not None:
-            tasks = args.e2e_tasks or (2000 if size <= 1000 else 1000)
-            if args.quick:
-                tasks = min(tasks, 300)
-            rows_, notes_ = bench_e2e(work, strategies, tasks, scheduler)
-            results += rows_
-            notes += notes_
+    results, notes = measure(
+        sizes, strategies, args.jobs, args.seed, repeats, args.max_seconds, args.e2e,
+        args.e2e_tasks, args.quick,
+    )  # fmt: skip
     print()
     print_table(results)
     for note in notes:
         print(note)
-    differ = any("same decisions" in note and note.endswith(": NO") for note in notes)
-    return 1 if differ else 0
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "notes": notes}, indent=2))
+    return 1 if decisions_differ(notes) else 0
+
+
+def decisions_differ(notes: Sequence[str]) -> bool:
+    """Whether a note says that two implementations decided differently."""
+    return any("same decisions" in note and note.endswith(": NO") for note in notes)
+
+
+def measure(
+    sizes: Sequence[int],
+    strategies: Sequence[str],
+    jobs: int | None = None,
+    seed: int = 1,
+    repeats: int = 3,
+    budget: float = 4.0,
+    e2e: bool = True,
+    e2e_tasks: int | None = None,
+    quick: bool = False,
+) -> tuple[Rows, list[str]]:
+    """Every part of the benchmark for each cluster size; returns the rows and the notes.
+
+    Args:
+        sizes: Cluster sizes (nodes).
+        strategies: Strategies to time.
+        jobs: Jobs in the queue (default: about 1.2 times the free cores).
+        seed: The workload seed.
+        repeats: Runs per implementation (the fastest counts).
+        budget: No further run of an implementation after this many seconds.
+        e2e: Also time one scheduler pass on SQLite per strategy.
+        e2e_tasks: Pending tasks end to end (default: 2000 up to 1,000 nodes, else 1000).
+        quick: At most 300 pending tasks end to end.
+    """
+    scheduler, missing = scheduler_class() if e2e else (None, None)
+    results: Rows = []
+    notes: list[str] = []
+    if e2e and scheduler is None:
+        notes.append(f"end to end: scheduler not available ({missing})")
+        print(notes[-1], flush=True)
+    for size in sizes:
+        work = make_workload(size, jobs, seed)
+        rows_, notes_ = bench_core(work, strategies, repeats, budget)
+        results += rows_
+        notes += notes_
+        if scheduler is not None:
+            tasks = e2e_tasks or (2000 if size <= 1000 else 1000)
+            if quick:
+                tasks = min(tasks, 300)
+            rows_, notes_ = bench_e2e(work, strategies, tasks, scheduler)
+            results += rows_
+            notes += notes_
+    return results, notes
 
 
 if __name__ == "__main__":

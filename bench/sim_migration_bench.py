@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.agent_bench import MiB, build_sim_group, running, table, wait_until
@@ -43,7 +44,21 @@ def phases(store: Store, kind: str) -> list[str]:
     return [str((o.get("status") or {}).get("phase")) for o in store.list(kind).items]
 
 
-def bench(nodes: int, cores: int, tasks: int, timeout: float) -> list[str]:
+@dataclass
+class Figures:
+    """What one run measured."""
+
+    tasks: int
+    placed_s: float
+    moved_s: float
+    succeeded: int
+    conflicts: int
+    totals: list[float] = field(default_factory=list)
+    first_failure: str | None = None
+
+
+def measure(nodes: int, cores: int, tasks: int, timeout: float) -> Figures:
+    """Runs the benchmark (see the module docstring) and returns its figures."""
     with tempfile.TemporaryDirectory() as directory, ExitStack() as stack:
         store = open_store(f"sqlite:///{Path(directory) / 'state.db'}")
         stack.callback(store.close)
@@ -75,8 +90,16 @@ def bench(nodes: int, cores: int, tasks: int, timeout: float) -> list[str]:
         finished = store.list("Migration").items
         succeeded = [m for m in finished if m["status"]["phase"] == "Succeeded"]
         conflicts = usage(store.list("Task").items, finished).conflicts
-        total = [m["status"]["timings"]["total"] for m in succeeded]
+        total = [float(m["status"]["timings"]["total"]) for m in succeeded]
+    failed = [m for m in finished if m["status"]["phase"] == "Failed"]
+    first = str(failed[0]["status"].get("message")) if failed else None
+    return Figures(tasks, placed, moved, len(succeeded), len(conflicts), total, first)
 
+
+def bench(nodes: int, cores: int, tasks: int, timeout: float) -> list[str]:
+    """Runs the benchmark and returns its report as text lines."""
+    f = measure(nodes, cores, tasks, timeout)
+    placed, moved, total = f.placed_s, f.moved_s, f.totals
     rows = [
         ["measure", "seconds", "per second"],
         [f"baseline: {tasks} one-core jobs, create -> all Running", f"{placed:.2f}",
@@ -85,10 +108,9 @@ def bench(nodes: int, cores: int, tasks: int, timeout: float) -> list[str]:
          f"{tasks / moved:.0f}"],
     ]  # fmt: skip
     lines = table(rows, [False, True, True])
-    lines.append(f"succeeded {len(succeeded)} of {tasks}; core conflicts {len(conflicts)}")
-    failed = [m for m in finished if m["status"]["phase"] == "Failed"]
-    if failed:
-        lines.append(f"first failure: {failed[0]['status'].get('message')}")
+    lines.append(f"succeeded {f.succeeded} of {tasks}; core conflicts {f.conflicts}")
+    if f.first_failure is not None:
+        lines.append(f"first failure: {f.first_failure}")
     if total:
         lines.append(
             "one migration's own total (status.timings.total): "
