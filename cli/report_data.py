@@ -36,12 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from swarmapply.api.quantity import QuantityError, parse_cpuset
+from swarmapply.cli.stress_record import (
+    FORMAT,
+    INTERVALS_COLUMNS,
+    INTERVALS_FILE,
+    JOBS_COLUMNS,
+    JOBS_FILE,
+    SUMMARY_FILE,
+)
 from swarmapply.controllers.runtime import percentile
 from swarmapply.errors import PermanentError
 
 __all__ = [
-    "INTERVAL_COLUMNS",
-    "JOB_COLUMNS",
     "Curve",
     "JobTimes",
     "ReportInputError",
@@ -61,34 +67,6 @@ __all__ = [
     "wait_cdf",
 ]
 
-#: The columns ``jobs.csv`` must have (extra columns are ignored).
-JOB_COLUMNS = (
-    "job",
-    "submitted",
-    "scheduled",
-    "running",
-    "finished",
-    "phase",
-    "tasks",
-    "cores",
-    "nodes",
-    "cpusets",
-)
-
-#: The columns ``intervals.csv`` must have (extra columns are ignored).
-INTERVAL_COLUMNS = (
-    "interval",
-    "start",
-    "submitted",
-    "queued",
-    "running",
-    "finished",
-    "cores_in_use",
-    "cores_capacity",
-)
-
-#: The stress run format this module reads (``summary.json`` ``format``).
-RUN_FORMAT = 1
 
 _SIMULATE_KEYS = ("strategy", "placements", "unscheduled", "metrics")
 
@@ -247,7 +225,7 @@ def parse_jobs_csv(text: str, source: str) -> list[JobTimes]:
             a job name or submit time is empty, or a time is not a number.
     """
     jobs = []
-    for line, cells in _records(text, source, JOB_COLUMNS):
+    for line, cells in _records(text, source, JOBS_COLUMNS):
         name = cells["job"].strip()
         if not name:
             raise ReportInputError(f"{source}: line {line}: column 'job': empty, needs a name")
@@ -277,7 +255,7 @@ def parse_intervals_csv(text: str, source: str, interval: float | None) -> list[
         ReportInputError: A required column is missing, or a cell is empty or not a number.
     """
     samples = []
-    for line, cells in _records(text, source, INTERVAL_COLUMNS):
+    for line, cells in _records(text, source, INTERVALS_COLUMNS):
         start = _required(cells, "start", source, line)
         in_use = _required(cells, "cores_in_use", source, line)
         capacity = _required(cells, "cores_capacity", source, line)
@@ -314,31 +292,31 @@ def read_run_dir(path: Path) -> Series:
         ReportInputError: ``summary.json`` is missing (the run is incomplete), unreadable or of
             another format, or ``jobs.csv`` / ``intervals.csv`` is missing or malformed.
     """
-    summary_path = path / "summary.json"
+    summary_path = path / SUMMARY_FILE
     if not summary_path.is_file():
         raise ReportInputError(
-            f"incomplete run: {path}: summary.json missing (still running, or interrupted)"
+            f"incomplete run: {path}: {SUMMARY_FILE} missing (still running, or interrupted)"
         )
     summary = _load_json(summary_path)
     if not isinstance(summary, dict):
         raise ReportInputError(f"{summary_path}: expected a JSON object")
-    if summary.get("format") != RUN_FORMAT:
+    if summary.get("format") != FORMAT:
         raise ReportInputError(
-            f"{summary_path}: field 'format': expected {RUN_FORMAT}, got {summary.get('format')!r}"
+            f"{summary_path}: field 'format': expected {FORMAT}, got {summary.get('format')!r}"
         )
     interval = summary.get("interval")
     if not isinstance(interval, (int, float)) or isinstance(interval, bool):
         interval = None
     texts = {}
-    for name in ("jobs.csv", "intervals.csv"):
+    for name in (JOBS_FILE, INTERVALS_FILE):
         try:
             texts[name] = (path / name).read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise ReportInputError(f"{path}: {name} missing") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise ReportInputError(f"{path / name}: cannot read: {exc}") from exc
-    jobs = parse_jobs_csv(texts["jobs.csv"], str(path / "jobs.csv"))
-    usage = parse_intervals_csv(texts["intervals.csv"], str(path / "intervals.csv"), interval)
+    jobs = parse_jobs_csv(texts[JOBS_FILE], str(path / JOBS_FILE))
+    usage = parse_intervals_csv(texts[INTERVALS_FILE], str(path / INTERVALS_FILE), interval)
     duration = summary.get("duration")
     ends = [usage[-1].end] if usage else []
     ends += [t for job in jobs for t in (job.submitted, job.scheduled, job.finished) if t]

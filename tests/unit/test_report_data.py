@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from swarmapply.cli.report_data import (
-    INTERVAL_COLUMNS,
-    JOB_COLUMNS,
     ReportInputError,
     Series,
     is_simulate_output,
@@ -25,6 +23,7 @@ from swarmapply.cli.report_data import (
     utilisation_curve,
     wait_cdf,
 )
+from swarmapply.cli.stress_record import INTERVALS_COLUMNS, JOBS_COLUMNS
 
 JOBS_CSV = """\
 job,submitted,scheduled,running,finished,phase,tasks,cores,nodes,cpusets
@@ -155,7 +154,7 @@ def test_equal_waits_make_one_cdf_step() -> None:
 
 
 def test_zero_capacity_shows_as_a_gap_and_is_left_out_of_the_mean() -> None:
-    text = ",".join(INTERVAL_COLUMNS) + "\n0,0,0,0,0,0,0,0\n1,1,0,0,0,0,2,4\n"
+    text = ",".join(INTERVALS_COLUMNS) + "\n0,0,0,0,0,0,0,0\n1,1,0,0,0,0,2,4\n"
     usage = parse_intervals_csv(text, "intervals.csv", 1.0)
     series = Series("s", "s", (), tuple(usage), 2.0)
     xs, ys = utilisation_curve(series)
@@ -177,7 +176,7 @@ def test_nothing_scheduled_or_finished_gives_no_figures() -> None:
 # ----------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("column", JOB_COLUMNS)
+@pytest.mark.parametrize("column", JOBS_COLUMNS)
 def test_a_missing_jobs_column_is_named_with_file_and_line(column: str) -> None:
     header, *rows = JOBS_CSV.splitlines()
     index = header.split(",").index(column)
