@@ -323,12 +323,12 @@ def watch(
     try:
         next_pass, failures, reason = clock(), 0, "start"
         while not stop.is_set():
+            wake.clear()  # before reading due: an event from now on cuts the wait short
             due = events.due_at()
             now = clock()
             if due is not None and due <= now:
                 reason = f"{events.take()} file events"
             elif next_pass > now:
-                wake.clear()
                 wait = min(next_pass, due if due is not None else next_pass) - now
                 wake.wait(min(TICK, max(wait, 0.0)))
                 continue

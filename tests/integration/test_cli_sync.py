@@ -204,12 +204,12 @@ def test_prune_deletes_only_what_this_source_applied(store: Store, tmp_path: Pat
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_the_mass_deletion_guard_holds_until_forced(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Store, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = tmp_path / "repo"
     for name in ("a", "b", "c", "d"):
         write(repo / f"{name}.yaml", job_yaml(name))
-    url = store_url_of(store, tmp_path)
+    url = store_url  # the command opens the test's store anew
     assert main(["sync", str(repo), "--prune", "--store", url]) == 0
     for name in ("b", "c", "d"):  # a checkout half-way through a branch switch
         (repo / f"{name}.yaml").unlink()
@@ -222,11 +222,6 @@ def test_the_mass_deletion_guard_holds_until_forced(
     out, err = capsys.readouterr()
     assert [j["metadata"]["name"] for j in store.list("Job").items] == ["a"]
     assert "3 pruned" in out, out
-
-
-def store_url_of(store: Store, tmp_path: Path) -> str:
-    """The URL of the test's SQLite store (the command opens it anew)."""
-    return f"sqlite:///{tmp_path}/state.db"
 
 
 def test_drift_is_repaired_with_an_event(store: Store, tmp_path: Path) -> None:
@@ -255,12 +250,12 @@ def test_drift_is_repaired_with_an_event(store: Store, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_dry_run_writes_nothing(
-    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Store, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = tmp_path / "repo"
     write(repo / "a.yaml", job_yaml("a"))
     write(repo / "b.yaml", job_yaml("b"))
-    url = store_url_of(store, tmp_path)
+    url = store_url  # the command opens the test's store anew
     assert main(["sync", str(repo), "--store", url]) == 0
     write(repo / "a.yaml", job_yaml("a", command="sleep 3"))
     write(repo / "c.yaml", job_yaml("c"))
